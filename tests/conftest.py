@@ -1,4 +1,5 @@
-"""Shared test set-up: one thread per library (2-core CI), offline model hub."""
+"""Shared test set-up: one thread per library (busy 2-core CI boxes slow down 40x with
+two), and an offline model hub."""
 
 import os
 
@@ -6,15 +7,3 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("MKL_NUM_THREADS", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
-
-import pytest  # noqa: E402
-
-
-@pytest.fixture(autouse=True, scope="session")
-def _one_torch_thread():
-    """Pin torch to one thread if a test imported it (busy 2-core boxes slow down 40x)."""
-    yield
-    import sys
-
-    if "torch" in sys.modules:
-        sys.modules["torch"].set_num_threads(1)

@@ -1,0 +1,38 @@
+# xBD Diffusion Lab — `make run` sets up and opens the app, `make test` runs every test.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+ARGS ?=
+
+.PHONY: setup run test browser demo-scenes bench clean
+
+# The virtual environment, rebuilt when the requirements change.
+$(BIN)/.installed: requirements.txt requirements-dev.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --upgrade -r requirements-dev.txt
+	touch $@
+
+setup: $(BIN)/.installed
+
+run: setup
+	$(BIN)/python app.py $(ARGS)
+
+# Debian's chromium drives the real-browser tests (Playwright's own download is not used).
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  echo "Installing chromium for the browser tests (apt-get)"; \
+	  $(if $(filter 0,$(shell id -u)),,sudo) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(if $(filter 0,$(shell id -u)),,sudo) apt-get install -y -qq chromium; }
+
+test: setup browser
+	$(BIN)/python -m pytest
+
+demo-scenes: setup
+	$(BIN)/python -m core demo-scenes --out assets/demo-scenes
+
+bench: setup
+	$(BIN)/python bench/bench_index.py
+	$(BIN)/python bench/bench_scoring.py
+
+clean:
+	rm -rf lab-work .pytest_cache

@@ -1,0 +1,34 @@
+"""xBD Diffusion Lab: the web app. `python app.py --help` lists the options."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from core.config import Settings
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description="Browse, generate, explain and score post-disaster xBD tiles.")
+    p.add_argument("--data", type=Path, help="xBD folder to open (default: the bundled demo scenes)")
+    p.add_argument("--host", help="address to listen on (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, help="port (default 7860)")
+    p.add_argument("--auth", help="require a login, given as USER:PASSWORD")
+    p.add_argument("--runs", type=Path, help="runs folder (default: <work>/runs)")
+    p.add_argument("--work", type=Path, help="work folder for caches and runs (default: lab-work)")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    settings = Settings.load(data_dir=args.data, host=args.host, port=args.port, auth=args.auth,
+                             runs_dir=args.runs, work_dir=args.work)
+    from core.lab import Lab
+    from ui.app import build_ui, launch
+
+    lab = Lab(settings)
+    launch(build_ui(lab), lab)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,148 @@
+"""Command line: the same operations as the app, headless. `--json` prints JSON on stdout."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from pathlib import Path
+
+from core.config import Settings
+from core.errors import LabError
+from core.types import MetricSettings
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m core", description=__doc__)
+    parser.add_argument("--work", type=Path, help="work folder for caches (default: lab-work)")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("index", help="count scenes, buildings and problems of an xBD folder")
+    p.add_argument("--data", type=Path, required=True, help="the xBD folder")
+    p.add_argument("--json", action="store_true", help="print JSON")
+
+    p = sub.add_parser("score", help="score a prediction against a target, or every run")
+    p.add_argument("--pred", type=Path, help="the generated image (PNG)")
+    p.add_argument("--target", type=Path, help="the real post-event image")
+    p.add_argument("--labels", type=Path, help="the post-event label JSON, for per-class scores")
+    p.add_argument("--runs", type=Path, help="score every run in this folder instead")
+    p.add_argument("--data", type=Path, help="with --runs: the xBD folder holding the scenes")
+    p.add_argument("--luma", action="store_true", help="PSNR and SSIM on luma, as the course did")
+    p.add_argument("--size", type=int, help="evaluation size in px (default: the prediction's)")
+    p.add_argument("--json", action="store_true", help="print JSON")
+
+    p = sub.add_parser("baseline", help="write persistence-baseline runs (post := pre) for every scene")
+    p.add_argument("--data", type=Path, required=True, help="the xBD folder")
+    p.add_argument("--runs", type=Path, required=True, help="the runs folder to write to")
+    p.add_argument("--json", action="store_true", help="print JSON")
+
+    p = sub.add_parser("demo-scenes", help="regenerate the synthetic demo scenes")
+    p.add_argument("--out", type=Path, required=True, help="folder to write them to")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run one command; returns the process exit code (2 for a user error)."""
+    args = build_parser().parse_args(argv)
+    try:
+        result = COMMANDS[args.command](args)
+    except LabError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(result, indent=2, default=str))
+    else:
+        print(_as_text(result))
+    return 0
+
+
+def _lab(args, **overrides):
+    from core.lab import Lab
+
+    return Lab(Settings.load(work_dir=args.work, **overrides))
+
+
+def cmd_index(args) -> dict:
+    index = _lab(args).dataset(args.data)
+    counts = index.counts()
+    counts["problems"] = [{"path": str(p.path), "message": p.message} for p in index.problems]
+    return counts
+
+
+def cmd_score(args) -> dict | list:
+    settings = MetricSettings(luma=args.luma, size=args.size)
+    if args.runs:
+        return _score_runs(args, settings)
+    if not (args.pred and args.target):
+        raise LabError("score needs --pred and --target, or --runs and --data.")
+    from core.data.images import load_rgb
+    from core.metrics.scoring import scores_to_dict
+
+    lab = _lab(args)
+    scores = lab.score_images(load_rgb(args.pred), load_rgb(args.target),
+                              metric_settings=settings, label_path=args.labels)
+    return scores_to_dict(scores)
+
+
+def _score_runs(args, settings: MetricSettings) -> list[dict]:
+    if not args.data:
+        raise LabError("score --runs needs --data: the xBD folder holding the runs' scenes.")
+    from core.metrics.scoring import scores_to_dict
+
+    lab = _lab(args, runs_dir=args.runs)
+    index = lab.dataset(args.data)
+    out = []
+    for run in lab.runs.list():
+        try:
+            entry = scores_to_dict(lab.score_run(run, index, settings))
+        except LabError as err:
+            entry = {"error": str(err)}
+        out.append({"run": run.run_id, "backbone": run.record.get("backbone"),
+                    "scene": run.record.get("scene_id"), **entry})
+    return out
+
+
+def cmd_baseline(args) -> dict:
+    lab = _lab(args, runs_dir=args.runs)
+    runs = lab.write_baselines(lab.dataset(args.data))
+    return {"written": len(runs), "runs": [r.run_id for r in runs], "folder": str(args.runs)}
+
+
+def cmd_demo_scenes(args) -> dict:
+    from core.data.synthetic import write_demo_scenes
+
+    files = write_demo_scenes(args.out)
+    return {"written": len(files), "folder": str(args.out)}
+
+
+COMMANDS = {"index": cmd_index, "score": cmd_score, "baseline": cmd_baseline,
+            "demo-scenes": cmd_demo_scenes}
+
+
+def _as_text(result) -> str:
+    """A readable rendering of a command's JSON result."""
+    if isinstance(result, list):
+        return "\n\n".join(_as_text(item) for item in result) or "(nothing)"
+    lines = []
+    for key, value in result.items():
+        if isinstance(value, dict):
+            lines.append(f"{key}:")
+            lines.extend(f"  {k}: {_fmt(v)}" for k, v in value.items())
+        elif isinstance(value, list):
+            lines.append(f"{key}: {len(value)}")
+            lines.extend(f"  - {_fmt(v)}" for v in value)
+        else:
+            lines.append(f"{key}: {_fmt(value)}")
+    return "\n".join(lines)
+
+
+def _fmt(value) -> str:
+    if isinstance(value, float):
+        return "∞" if math.isinf(value) else f"{value:.4f}"
+    if value == "inf":
+        return "∞"
+    if isinstance(value, dict):
+        return ", ".join(f"{k}={_fmt(v)}" for k, v in value.items())
+    return str(value)

@@ -1,0 +1,78 @@
+"""One frozen Settings object, built once at an entry point and passed down.
+
+Values come from keyword overrides (command-line flags), then `XBDLAB_*` environment
+variables, then defaults. No module reads a global configuration.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+
+ENV_PREFIX = "XBDLAB_"
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEMO_SCENES = REPO_ROOT / "assets" / "demo-scenes"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the app and the CLI need to know about where things live.
+
+    data_dir: the xBD folder to browse (the bundled synthetic scenes by default).
+    work_dir: where the app keeps its caches (thumbnails, label summaries).
+    runs_dir: where generated, uploaded and baseline images and their scores live.
+    host/port/auth: how the web app listens; auth is "user:password" or None.
+    lpips_random_backbone: build LPIPS on a random AlexNet. For plumbing tests only:
+        the numbers it gives mean nothing, and the UI says so.
+    """
+
+    data_dir: Path = DEMO_SCENES
+    work_dir: Path = Path("lab-work")
+    runs_dir: Path | None = None
+    host: str = "127.0.0.1"
+    port: int = 7860
+    auth: str | None = None
+    lpips_random_backbone: bool = False
+
+    @property
+    def runs(self) -> Path:
+        """The runs folder: `runs_dir` if given, else `<work_dir>/runs`."""
+        return self.runs_dir if self.runs_dir is not None else self.work_dir / "runs"
+
+    @property
+    def cache_dir(self) -> Path:
+        """Thumbnails and label summaries: `<work_dir>/cache`."""
+        return self.work_dir / "cache"
+
+    def auth_pair(self) -> tuple[str, str] | None:
+        """`auth` split into (user, password), or None when the app is open."""
+        if not self.auth:
+            return None
+        user, sep, password = self.auth.partition(":")
+        if not sep or not user or not password:
+            raise ValueError("auth must look like USER:PASSWORD")
+        return user, password
+
+    @classmethod
+    def load(cls, env: dict[str, str] | None = None, **overrides) -> "Settings":
+        """Settings from overrides (None values ignored), then XBDLAB_* variables, then defaults."""
+        env = os.environ if env is None else env
+        values = {}
+        for f in fields(cls):
+            raw = env.get(ENV_PREFIX + f.name.upper())
+            if raw is not None and raw != "":
+                values[f.name] = _convert(f.name, raw)
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        for name in ("data_dir", "work_dir", "runs_dir"):
+            if values.get(name) is not None:
+                values[name] = Path(values[name]).expanduser()
+        return replace(cls(), **values)
+
+
+def _convert(name: str, raw: str):
+    if name == "port":
+        return int(raw)
+    if name == "lpips_random_backbone":
+        return raw.strip().lower() in ("1", "true", "yes", "on")
+    return raw

@@ -1,0 +1,205 @@
+"""The services the app and the CLI share: the open dataset, the run store, the scorer.
+
+One `Lab` is built from `Settings` at an entry point. It caches the dataset index per
+folder and builds LPIPS once, on first use.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from core.config import Settings
+from core.errors import DataError, RunError
+from core.types import MetricSettings, Scene, Scores
+
+
+@dataclass(frozen=True)
+class LeaderboardRow:
+    """Mean scores of one backbone over its runs (PSNR over finite values only)."""
+
+    backbone: str
+    runs: int
+    scenes: int
+    mse: float | None
+    psnr: float | None
+    psnr_infinite: int
+    ssim: float | None
+    lpips: float | None
+    baseline_psnr: float | None  # persistence baseline on the same scenes
+    baseline_ssim: float | None
+
+
+class Lab:
+    """Shared state of one app or CLI process. Safe to use from several threads."""
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self._indexes: dict[Path, object] = {}
+        self._lock = threading.Lock()
+        self._lpips = None
+
+    # -- data ---------------------------------------------------------------------------
+    def dataset(self, data_dir: Path | str | None = None, *, refresh: bool = False):
+        """The index of `data_dir` (default: the configured data folder), cached per folder."""
+        from core.data.index import index_dataset
+
+        root = Path(data_dir or self.settings.data_dir).expanduser().resolve()
+        with self._lock:
+            if refresh or root not in self._indexes:
+                self._indexes[root] = index_dataset(root, cache_dir=self.settings.cache_dir)
+            return self._indexes[root]
+
+    def allowed_roots(self) -> list[Path]:
+        """Folders whose files the web app may serve: opened datasets and the work folder."""
+        roots = {Path(self.settings.data_dir).resolve(), Path(self.settings.work_dir).resolve()}
+        roots.add(Path(self.settings.runs).resolve())
+        with self._lock:
+            roots.update(self._indexes)
+        return sorted(roots)
+
+    # -- runs ---------------------------------------------------------------------------
+    @property
+    def runs(self):
+        """The run store under the configured runs folder."""
+        from core.runs.store import RunStore
+
+        return RunStore(Path(self.settings.runs))
+
+    def write_baseline(self, index, scene: Scene):
+        """A persistence-baseline run for `scene`: the prediction is the pre-event tile."""
+        from core.data.images import load_rgb
+
+        if scene.pre_image is None:
+            raise DataError(f"Scene {scene.scene_id} has no pre-event image, so it has no baseline.")
+        return self.runs.create(
+            load_rgb(scene.pre_image),
+            kind="baseline",
+            backbone="baseline",
+            scene_id=scene.scene_id,
+            params={"method": "persistence (prediction := pre-event tile)"},
+            data_root=str(index.root),
+        )
+
+    def write_baselines(self, index, scenes: Iterable[Scene] | None = None,
+                        progress: Callable[[int, int], None] | None = None) -> list:
+        """Baseline runs for every scene (or `scenes`) that has a pre and a post image
+        and no baseline run yet. Returns the runs written."""
+        have = {r.record.get("scene_id") for r in self.runs.list(backbone="baseline")}
+        todo = [s for s in (scenes if scenes is not None else index.scenes)
+                if s.pre_image and s.post_image and s.scene_id not in have]
+        written = []
+        for i, scene in enumerate(todo):
+            written.append(self.write_baseline(index, scene))
+            if progress:
+                progress(i + 1, len(todo))
+        return written
+
+    def write_upload(self, image: np.ndarray, scene_id: str | None, name: str, index=None):
+        """A run holding an image the user uploaded, to score it like a generation."""
+        return self.runs.create(
+            image, kind="upload", backbone="upload", scene_id=scene_id,
+            params={"file": name}, data_root=str(index.root) if index is not None else None,
+        )
+
+    # -- scoring ------------------------------------------------------------------------
+    def lpips(self):
+        """The shared LPIPS scorer, built on first use (never per image)."""
+        from core.metrics.lpips_model import LpipsScorer
+
+        with self._lock:
+            if self._lpips is None:
+                self._lpips = LpipsScorer(random_backbone=self.settings.lpips_random_backbone)
+            return self._lpips
+
+    def score_images(self, pred: np.ndarray, target: np.ndarray, *, metric_settings: MetricSettings,
+                     label_path: Path | None = None, part: int | None = None) -> Scores:
+        """Scores of `pred` against `target`; per damage class when a post label is given."""
+        from core.metrics.scoring import prepare_pair, score_pair
+
+        pred01, target01, notes = prepare_pair(pred, target, size=metric_settings.size)
+        masks = None
+        if label_path is not None:
+            from core.data.labels import load_label
+            from core.data.masks import class_masks
+
+            h, w = pred01.shape[:2]
+            masks = class_masks(load_label(label_path), (w, h), part=part)
+        scores = score_pair(pred01, target01, settings=metric_settings, masks=masks,
+                            lpips=self.lpips())
+        scores.notes[:0] = notes
+        return scores
+
+    def score_run(self, run, index, metric_settings: MetricSettings) -> Scores:
+        """Score a run against its scene's real post-event tile and save the scores in it."""
+        from core.data.images import load_rgb
+
+        scene = self.scene_of(run, index)
+        if scene.post_image is None:
+            raise DataError(f"Scene {scene.scene_id} has no post-event image to score against.")
+        scores = self.score_images(run.image(), load_rgb(scene.post_image),
+                                   metric_settings=metric_settings,
+                                   label_path=scene.post_label, part=scene.part)
+        run.save_scores(scores)
+        return scores
+
+    def scene_of(self, run, index) -> Scene:
+        """The scene of `index` a run was made for; a clear error if the run has none."""
+        scene_id = run.record.get("scene_id")
+        if not scene_id:
+            raise RunError(f"Run {run.run_id} is not tied to a scene; pick a scene to score it against.")
+        return index.get(scene_id)
+
+    def leaderboard(self, index, metric_settings: MetricSettings,
+                    progress: Callable[[int, int], None] | None = None) -> list[LeaderboardRow]:
+        """Mean scores per backbone over every run of `index`'s scenes, scoring runs that
+        have no scores under `metric_settings` yet. The persistence baseline comes first."""
+        from core.metrics.scoring import scores_to_dict
+
+        known = {s.scene_id for s in index.scenes}
+        runs = [r for r in self.runs.list() if r.record.get("scene_id") in known]
+        per_backbone: dict[str, list[tuple[str, dict]]] = {}
+        wanted = metric_settings.to_dict()
+        for i, run in enumerate(runs):
+            entry = run.latest_scores(wanted)
+            if entry is None:
+                entry = scores_to_dict(self.score_run(run, index, metric_settings))
+            per_backbone.setdefault(run.record["backbone"], []).append((run.record["scene_id"], entry))
+            if progress:
+                progress(i + 1, len(runs))
+        baseline = dict(per_backbone.get("baseline", []))
+        order = sorted(per_backbone, key=lambda b: (b != "baseline", b))
+        return [_row(b, per_backbone[b], baseline) for b in order]
+
+
+def _mean(values: list[float]) -> float | None:
+    finite = [v for v in values if v is not None and np.isfinite(v)]
+    return float(np.mean(finite)) if finite else None
+
+
+def _psnr(entry: dict) -> float:
+    value = entry.get("psnr")
+    return float("inf") if value == "inf" else value
+
+
+def _row(backbone: str, entries: list[tuple[str, dict]], baseline: dict[str, dict]) -> LeaderboardRow:
+    scenes = {scene for scene, _ in entries}
+    same = [baseline[s] for s in scenes if s in baseline]
+    psnrs = [_psnr(e) for _, e in entries]
+    return LeaderboardRow(
+        backbone=backbone,
+        runs=len(entries),
+        scenes=len(scenes),
+        mse=_mean([e["mse"] for _, e in entries]),
+        psnr=_mean(psnrs),
+        psnr_infinite=sum(1 for p in psnrs if p == float("inf")),
+        ssim=_mean([e["ssim"] for _, e in entries]),
+        lpips=_mean([e.get("lpips") for _, e in entries]),
+        baseline_psnr=_mean([_psnr(e) for e in same]),
+        baseline_ssim=_mean([e["ssim"] for e in same]),
+    )
+

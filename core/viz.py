@@ -1,0 +1,24 @@
+"""Turning scalar maps into pictures (pure numpy)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+# Anchor colours of a jet-like map, from low (dark blue) to high (dark red).
+_JET = np.array([
+    [0.0, 0.0, 0.5], [0.0, 0.0, 1.0], [0.0, 1.0, 1.0],
+    [1.0, 1.0, 0.0], [1.0, 0.0, 0.0], [0.5, 0.0, 0.0],
+])
+
+
+def colorize(values: np.ndarray, *, vmin: float = 0.0, vmax: float = 1.0) -> np.ndarray:
+    """A HxW map as a uint8 HxWx3 jet-like picture; `vmin` is dark blue, `vmax` dark red."""
+    if values.ndim != 2:
+        raise ValueError(f"colorize expects a 2-D map, got shape {values.shape}")
+    span = vmax - vmin if vmax > vmin else 1.0
+    t = np.clip((np.asarray(values, dtype=np.float64) - vmin) / span, 0.0, 1.0)
+    pos = t * (len(_JET) - 1)
+    lo = np.floor(pos).astype(int).clip(0, len(_JET) - 2)
+    frac = (pos - lo)[..., None]
+    rgb = _JET[lo] * (1.0 - frac) + _JET[lo + 1] * frac
+    return (rgb * 255.0 + 0.5).astype(np.uint8)

@@ -1,0 +1,1 @@
+"""The Gradio front end: one module per tab, thin adapters over `core`."""

@@ -1,0 +1,229 @@
+"""Browse tab: open an xBD folder, filter scenes, look at pre/post with footprints."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import gradio as gr
+
+from core.errors import LabError
+from core.types import DAMAGE_CLASSES
+from ui.common import INTERNAL, user_errors
+
+ALL = "All"
+PAGE_SIZE = 48
+DAMAGE_FILTERS = [
+    (ALL, ALL),
+    ("has destroyed buildings", "destroyed"),
+    ("has major damage", "major-damage"),
+    ("has minor damage", "minor-damage"),
+    ("has undamaged buildings", "no-damage"),
+    ("has any damage", "any-damage"),
+    ("no buildings", "no-buildings"),
+]
+METADATA_FIELDS = ("disaster", "disaster_type", "sensor", "capture_date", "gsd", "off_nadir_angle",
+                   "sun_azimuth", "sun_elevation", "target_azimuth", "catalog_id", "width", "height")
+
+
+@dataclass
+class BrowseHandles:
+    """Components other tabs wire to."""
+
+    opened: gr.State  # the data folder currently open, as a string
+    selected: gr.State
+    to_evaluate: gr.Button
+
+
+def build_browse(lab, demo: gr.Blocks) -> BrowseHandles:
+    """The Browse tab; returns the components other tabs connect to."""
+    with gr.Tab("Browse", id="browse"):
+        with gr.Row():
+            folder = gr.Textbox(value=str(lab.settings.data_dir), label="Data folder", scale=5,
+                                info="An xBD folder: the official release, per-disaster folders, "
+                                     "512 px course tiles or a flat folder of *_pre/post_disaster.png")
+            open_btn = gr.Button("Open", scale=1, variant="primary")
+        status = gr.Markdown(elem_id="browse-status")
+        with gr.Row():
+            split = gr.Dropdown([ALL], value=ALL, label="Split")
+            disaster = gr.Dropdown([ALL], value=ALL, label="Disaster")
+            dtype = gr.Dropdown([ALL], value=ALL, label="Disaster type")
+            damage = gr.Dropdown(DAMAGE_FILTERS, value=ALL, label="Damage")
+            query = gr.Textbox(label="Search id", placeholder="e.g. 00000003")
+        opened = gr.State(str(lab.settings.data_dir))
+        ids = gr.State([])
+        page = gr.State(0)
+        selected = gr.State(None)
+        with gr.Row():
+            with gr.Column(scale=2):
+                gallery = gr.Gallery(label="Scenes (post-event thumbnails)", columns=4, height=560, format="png",
+                                     allow_preview=False, elem_id="browse-gallery")
+                with gr.Row():
+                    prev_btn = gr.Button("◀ Previous", size="sm")
+                    page_info = gr.Markdown()
+                    next_btn = gr.Button("Next ▶", size="sm")
+            with gr.Column(scale=3):
+                title = gr.Markdown("Pick a scene on the left.", elem_id="browse-title")
+                with gr.Row():
+                    view = gr.Radio(["Side by side", "Slider"], value="Side by side", label="View")
+                    overlay = gr.Checkbox(label="Show building footprints coloured by damage",
+                                          elem_id="browse-overlay")
+                legend = gr.HTML(visible=False)
+                with gr.Row(visible=True) as pair:
+                    pre = gr.Image(label="Pre-event", format="png", interactive=False,
+                                   buttons=["download", "fullscreen"])
+                    post = gr.Image(label="Post-event", format="png", interactive=False,
+                                    buttons=["download", "fullscreen"])
+                slider = gr.ImageSlider(label="Pre ↔ post", format="png", visible=False,
+                                        interactive=False, max_height=700)
+                to_evaluate = gr.Button("Score this scene in Evaluate →", interactive=False)
+                with gr.Row():
+                    counts = gr.Dataframe(headers=["damage class", "buildings"], label="Buildings (post label)",
+                                          interactive=False)
+                    meta = gr.Dataframe(headers=["field", "pre", "post"], label="Metadata",
+                                        interactive=False)
+
+    filters = [opened, split, disaster, dtype, damage, query]
+    scene_outputs = [title, pre, post, slider, counts, meta, legend, to_evaluate]
+
+    @user_errors
+    def open_folder(path):
+        index = lab.dataset(path, refresh=True)
+        dropdown = lambda values, label: gr.Dropdown([ALL] + values, value=ALL, label=label)  # noqa: E731
+        return (str(index.root), _status(index), dropdown(index.splits(), "Split"),
+                dropdown(index.disasters(), "Disaster"), dropdown(index.disaster_types(), "Disaster type"))
+
+    @user_errors
+    def apply_filters(path, split_v, disaster_v, dtype_v, damage_v, query_v):
+        index = lab.dataset(path)
+        scenes = index.filter(split=_opt(split_v), disaster=_opt(disaster_v),
+                              disaster_type=_opt(dtype_v), damage=_opt(damage_v), query=query_v or None)
+        scene_ids = [s.scene_id for s in scenes]
+        return (scene_ids, 0) + _page(lab, index, scene_ids, 0)
+
+    @user_errors
+    def turn_page(path, scene_ids, page_no, step):
+        index = lab.dataset(path)
+        last = max(0, (len(scene_ids) - 1) // PAGE_SIZE)
+        page_no = min(max(0, page_no + step), last)
+        return (page_no,) + _page(lab, index, scene_ids, page_no)
+
+    def pick(path, scene_ids, page_no, evt: gr.SelectData):
+        return scene_ids[page_no * PAGE_SIZE + evt.index]
+
+    @user_errors
+    def show(path, scene_id, show_overlay, view_mode):
+        return _scene_view(lab, lab.dataset(path), scene_id, show_overlay, view_mode)
+
+    def switch_view(view_mode):
+        side = view_mode == "Side by side"
+        return gr.Row(visible=side), gr.ImageSlider(visible=not side)
+
+    gr.on([demo.load, open_btn.click, folder.submit], open_folder, folder,
+          [opened, status, split, disaster, dtype], api_name="open_folder").then(
+        apply_filters, filters, [ids, page, gallery, page_info], **INTERNAL)
+    for f in (split, disaster, dtype, damage):
+        f.input(apply_filters, filters, [ids, page, gallery, page_info], **INTERNAL)
+    query.submit(apply_filters, filters, [ids, page, gallery, page_info], api_name="filter_scenes")
+    prev_btn.click(lambda p, i, n: turn_page(p, i, n, -1), [opened, ids, page],
+                   [page, gallery, page_info], **INTERNAL)
+    next_btn.click(lambda p, i, n: turn_page(p, i, n, +1), [opened, ids, page],
+                   [page, gallery, page_info], **INTERNAL)
+    gallery.select(pick, [opened, ids, page], selected, **INTERNAL)
+    selected.change(show, [opened, selected, overlay, view], scene_outputs, **INTERNAL)
+    overlay.change(show, [opened, selected, overlay, view], scene_outputs, **INTERNAL)
+    view.change(switch_view, view, [pair, slider], **INTERNAL)
+    # A named endpoint for scripts and tests: show one scene by id.
+    gr.api(lambda path, scene_id, show_overlay: show(path, scene_id, show_overlay, "Side by side"),
+           api_name="show_scene")
+    return BrowseHandles(opened=opened, selected=selected, to_evaluate=to_evaluate)
+
+
+def _opt(value):
+    return None if value in (None, "", ALL) else value
+
+
+def _status(index) -> str:
+    n_problems = len(index.problems)
+    text = f"**{len(index.scenes)} scenes** in `{index.root}`"
+    if n_problems:
+        shown = "\n".join(f"- `{p.path.name}`: {p.message}" for p in index.problems[:20])
+        more = f"\n- … and {n_problems - 20} more" if n_problems > 20 else ""
+        text += f" · ⚠ {n_problems} problem(s):\n{shown}{more}"
+    return text
+
+
+def _page(lab, index, scene_ids, page_no):
+    """Gallery items (thumbnail path, caption) and the page caption for one page."""
+    from core.data.images import thumbnail
+
+    chunk = scene_ids[page_no * PAGE_SIZE:(page_no + 1) * PAGE_SIZE]
+    items = []
+    for scene_id in chunk:
+        scene = index.get(scene_id)
+        image = scene.post_image or scene.pre_image
+        try:
+            items.append((str(thumbnail(image, lab.settings.cache_dir)), scene_id))
+        except LabError as err:  # a corrupt file must not empty the whole page
+            gr.Warning(str(err))
+    pages = max(1, -(-len(scene_ids) // PAGE_SIZE))
+    info = f"{len(scene_ids)} scenes · page {page_no + 1} of {pages}" if scene_ids else "No scene matches."
+    return items, info
+
+
+def _scene_view(lab, index, scene_id, show_overlay, view_mode):
+    from core.data.images import load_rgb
+    from core.data.overlay import draw_footprints, legend_html
+
+    if not scene_id:
+        return ("Pick a scene on the left.", None, None, None, None, None, gr.HTML(visible=False),
+                gr.Button(interactive=False))
+    scene = index.get(scene_id)
+    images = {}
+    for phase, path in (("pre", scene.pre_image), ("post", scene.post_image)):
+        if path is None:
+            images[phase] = None
+            continue
+        image = load_rgb(path)
+        label = index.label(scene, phase)
+        if show_overlay and label is not None:
+            image = draw_footprints(image, label, part=scene.part)
+        images[phase] = image
+    info = index.scene_info(scene)
+    title = f"### {scene.scene_id}\n{scene.disaster or 'unknown disaster'} · " \
+            f"{info.disaster_type or 'type unknown'}" + (f" · split {scene.split}" if scene.split else "")
+    if scene.post_image is None:
+        title += "\n\n⚠ No post-event image for this scene."
+    pair = (images["pre"], images["post"]) if images["pre"] is not None and images["post"] is not None else None
+    return (title, images["pre"], images["post"], pair, _counts_rows(info), _meta_rows(index, scene),
+            gr.HTML(legend_html(), visible=bool(show_overlay)),
+            gr.Button(interactive=scene.post_image is not None))
+
+
+def _counts_rows(info):
+    if not info.counts:
+        return [["(no post label)", ""]]
+    rows = [[name, info.counts.get(name, 0)] for name in DAMAGE_CLASSES + ("un-classified",)]
+    return rows + [["total", info.counts.get("total", 0)]]
+
+
+def _meta_rows(index, scene):
+    labels = {phase: index.label(scene, phase) for phase in ("pre", "post")}
+    rows = []
+    for name in METADATA_FIELDS:
+        values = [getattr(labels[p].metadata, name) if labels[p] else None for p in ("pre", "post")]
+        if any(v is not None for v in values):
+            rows.append([name] + ["" if v is None else str(v) for v in values])
+    rows.extend(_diffusionsat_rows(index, scene))
+    return rows or [["(no labels)", "", ""]]
+
+
+def _diffusionsat_rows(index, scene):
+    """DiffusionSat's conditioning for this scene, decoded, so users see what a model gets."""
+    from core.data.metadata import decode_metadata, scene_metadata
+
+    try:
+        decoded = decode_metadata(scene_metadata(index, scene))
+    except LabError:
+        return []
+    return [[f"DiffusionSat {k}", "", f"{v:.4f}" if isinstance(v, float) else str(v)]
+            for k, v in decoded.items()]

@@ -116,23 +116,24 @@ class Lab:
                 self._lpips = LpipsScorer(random_backbone=self.settings.lpips_random_backbone)
             return self._lpips
 
+    def scorer(self, metric_settings: MetricSettings):
+        """A scorer with `metric_settings` that shares this Lab's LPIPS network."""
+        from core.metrics.scoring import Scorer
+
+        return Scorer(metric_settings, lpips=self.lpips())
+
     def score_images(self, pred: np.ndarray, target: np.ndarray, *, metric_settings: MetricSettings,
                      label_path: Path | None = None, part: int | None = None) -> Scores:
         """Scores of `pred` against `target`; per damage class when a post label is given."""
-        from core.metrics.scoring import prepare_pair, score_pair
-
-        pred01, target01, notes = prepare_pair(pred, target, size=metric_settings.size)
         masks = None
         if label_path is not None:
             from core.data.labels import load_label
             from core.data.masks import class_masks
 
-            h, w = pred01.shape[:2]
-            masks = class_masks(load_label(label_path), (w, h), part=part)
-        scores = score_pair(pred01, target01, settings=metric_settings, masks=masks,
-                            lpips=self.lpips())
-        scores.notes[:0] = notes
-        return scores
+            size = metric_settings.size
+            wh = (size, size) if size else (pred.shape[1], pred.shape[0])
+            masks = class_masks(load_label(label_path), wh, part=part)
+        return self.scorer(metric_settings).score(pred, target, masks)
 
     def score_run(self, run, index, metric_settings: MetricSettings) -> Scores:
         """Score a run against its scene's real post-event tile and save the scores in it."""
@@ -163,7 +164,7 @@ class Lab:
         known = {s.scene_id for s in index.scenes}
         runs = [r for r in self.runs.list() if r.record.get("scene_id") in known]
         per_backbone: dict[str, list[tuple[str, dict]]] = {}
-        wanted = metric_settings.to_dict()
+        wanted = self.scorer(metric_settings).settings_dict()
         for i, run in enumerate(runs):
             entry = run.latest_scores(wanted)
             if entry is None:

@@ -118,7 +118,9 @@ class MetricSettings:
                 "channels": "Y" if self.luma else "RGB",
             },
             "lpips": {"net": "alex", "version": "0.1", "input_range": "[-1, 1]"},
-            "resize": "target resized to the prediction's size with PIL LANCZOS",
+            "resize": (f"both images resized to {self.size}x{self.size} with PIL LANCZOS" if self.size
+                       else "target resized to the prediction's size with PIL LANCZOS when they differ"),
+            "mse_channels": "RGB",
         }
 
 

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import gradio as gr
 
-from core.errors import LabError
+from core.errors import LabelError, LabError
 from core.types import DAMAGE_CLASSES
 from ui.common import INTERNAL, user_errors
 
@@ -30,7 +30,7 @@ class BrowseHandles:
     """Components other tabs wire to."""
 
     opened: gr.State  # the data folder currently open, as a string
-    selected: gr.State
+    selected: gr.Textbox  # the id of the scene on show
     to_evaluate: gr.Button
 
 
@@ -52,7 +52,6 @@ def build_browse(lab, demo: gr.Blocks) -> BrowseHandles:
         opened = gr.State(str(lab.settings.data_dir))
         ids = gr.State([])
         page = gr.State(0)
-        selected = gr.State(None)
         with gr.Row():
             with gr.Column(scale=2):
                 gallery = gr.Gallery(label="Scenes (post-event thumbnails)", columns=4, height=560, format="png",
@@ -62,7 +61,10 @@ def build_browse(lab, demo: gr.Blocks) -> BrowseHandles:
                     page_info = gr.Markdown()
                     next_btn = gr.Button("Next ▶", size="sm")
             with gr.Column(scale=3):
-                title = gr.Markdown("Pick a scene on the left.", elem_id="browse-title")
+                with gr.Row():
+                    selected = gr.Textbox(label="Scene id", placeholder="pick a thumbnail or type an id",
+                                          elem_id="browse-scene", scale=3)
+                    title = gr.Markdown("Pick a scene on the left.", elem_id="browse-title")
                 with gr.Row():
                     view = gr.Radio(["Side by side", "Slider"], value="Side by side", label="View")
                     overlay = gr.Checkbox(label="Show building footprints coloured by damage",
@@ -128,13 +130,11 @@ def build_browse(lab, demo: gr.Blocks) -> BrowseHandles:
                    [page, gallery, page_info], **INTERNAL)
     next_btn.click(lambda p, i, n: turn_page(p, i, n, +1), [opened, ids, page],
                    [page, gallery, page_info], **INTERNAL)
-    gallery.select(pick, [opened, ids, page], selected, **INTERNAL)
-    selected.change(show, [opened, selected, overlay, view], scene_outputs, **INTERNAL)
-    overlay.change(show, [opened, selected, overlay, view], scene_outputs, **INTERNAL)
+    gallery.select(pick, [opened, ids, page], selected, **INTERNAL).then(
+        show, [opened, selected, overlay, view], scene_outputs, **INTERNAL)
+    gr.on([selected.submit, overlay.change], show, [opened, selected, overlay, view], scene_outputs,
+          api_name="show_scene")
     view.change(switch_view, view, [pair, slider], **INTERNAL)
-    # A named endpoint for scripts and tests: show one scene by id.
-    gr.api(lambda path, scene_id, show_overlay: show(path, scene_id, show_overlay, "Side by side"),
-           api_name="show_scene")
     return BrowseHandles(opened=opened, selected=selected, to_evaluate=to_evaluate)
 
 
@@ -171,32 +171,46 @@ def _page(lab, index, scene_ids, page_no):
 
 
 def _scene_view(lab, index, scene_id, show_overlay, view_mode):
-    from core.data.images import load_rgb
-    from core.data.overlay import draw_footprints, legend_html
+    from core.data.overlay import legend_html
 
     if not scene_id:
         return ("Pick a scene on the left.", None, None, None, None, None, gr.HTML(visible=False),
                 gr.Button(interactive=False))
-    scene = index.get(scene_id)
-    images = {}
-    for phase, path in (("pre", scene.pre_image), ("post", scene.post_image)):
-        if path is None:
-            images[phase] = None
-            continue
-        image = load_rgb(path)
-        label = index.label(scene, phase)
-        if show_overlay and label is not None:
-            image = draw_footprints(image, label, part=scene.part)
-        images[phase] = image
+    scene = index.get(scene_id.strip())
+    images = {phase: _picture(index, scene, phase, show_overlay) for phase in ("pre", "post")}
     info = index.scene_info(scene)
     title = f"### {scene.scene_id}\n{scene.disaster or 'unknown disaster'} · " \
             f"{info.disaster_type or 'type unknown'}" + (f" · split {scene.split}" if scene.split else "")
     if scene.post_image is None:
         title += "\n\n⚠ No post-event image for this scene."
-    pair = (images["pre"], images["post"]) if images["pre"] is not None and images["post"] is not None else None
-    return (title, images["pre"], images["post"], pair, _counts_rows(info), _meta_rows(index, scene),
+    both = images["pre"] is not None and images["post"] is not None
+    return (title, images["pre"], images["post"], (images["pre"], images["post"]) if both else None,
+            _counts_rows(info), _meta_rows(index, scene),
             gr.HTML(legend_html(), visible=bool(show_overlay)),
             gr.Button(interactive=scene.post_image is not None))
+
+
+def _picture(index, scene, phase, show_overlay):
+    """One tile of the scene, with footprints drawn when asked; None if the file is absent.
+    A broken label only costs the overlay (with a warning), never the picture."""
+    from core.data.overlay import draw_footprints
+
+    if (scene.pre_image if phase == "pre" else scene.post_image) is None:
+        return None
+    image = index.load_image(scene, phase)
+    if show_overlay:
+        label = _label_or_warn(index, scene, phase)
+        if label is not None:
+            image = draw_footprints(image, label, part=scene.part)
+    return image
+
+
+def _label_or_warn(index, scene, phase):
+    try:
+        return index.label(scene, phase)
+    except LabelError as err:
+        gr.Warning(str(err))
+        return None
 
 
 def _counts_rows(info):
@@ -207,7 +221,7 @@ def _counts_rows(info):
 
 
 def _meta_rows(index, scene):
-    labels = {phase: index.label(scene, phase) for phase in ("pre", "post")}
+    labels = {phase: _label_or_warn(index, scene, phase) for phase in ("pre", "post")}
     rows = []
     for name in METADATA_FIELDS:
         values = [getattr(labels[p].metadata, name) if labels[p] else None for p in ("pre", "post")]
@@ -219,11 +233,14 @@ def _meta_rows(index, scene):
 
 def _diffusionsat_rows(index, scene):
     """DiffusionSat's conditioning for this scene, decoded, so users see what a model gets."""
-    from core.data.metadata import decode_metadata, scene_metadata
+    from core.data.metadata import NO_METADATA, decode_metadata, scene_metadata
 
     try:
-        decoded = decode_metadata(scene_metadata(index, scene))
+        vector = scene_metadata(index, scene)
     except LabError:
         return []
+    if tuple(vector) == NO_METADATA:
+        return [["DiffusionSat metadata", "", "none (no labels): all seven values 0"]]
+    decoded = decode_metadata(vector)
     return [[f"DiffusionSat {k}", "", f"{v:.4f}" if isinstance(v, float) else str(v)]
             for k, v in decoded.items()]

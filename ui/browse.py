@@ -61,14 +61,13 @@ def build_browse(lab, demo: gr.Blocks) -> BrowseHandles:
                     page_info = gr.Markdown()
                     next_btn = gr.Button("Next ▶", size="sm")
             with gr.Column(scale=3):
+                title = gr.Markdown("Pick a scene on the left.", elem_id="browse-title")
                 with gr.Row():
                     selected = gr.Textbox(label="Scene id", placeholder="pick a thumbnail or type an id",
-                                          elem_id="browse-scene", scale=3)
-                    title = gr.Markdown("Pick a scene on the left.", elem_id="browse-title")
-                with gr.Row():
-                    view = gr.Radio(["Side by side", "Slider"], value="Side by side", label="View")
+                                          elem_id="browse-scene", scale=2)
+                    view = gr.Radio(["Side by side", "Slider"], value="Side by side", label="View", scale=1)
                     overlay = gr.Checkbox(label="Show building footprints coloured by damage",
-                                          elem_id="browse-overlay")
+                                          elem_id="browse-overlay", scale=1)
                 legend = gr.HTML(visible=False)
                 with gr.Row(visible=True) as pair:
                     pre = gr.Image(label="Pre-event", format="png", interactive=False,

@@ -22,7 +22,7 @@ def build_evaluate(lab, demo: gr.Blocks, folder: gr.State) -> gr.Dropdown:
     same dataset. Returns the scene dropdown, so Browse can send a scene here."""
     with gr.Tab("Evaluate", id="evaluate"):
         with gr.Row():
-            scene = gr.Dropdown([], label="Scene", scale=3, elem_id="eval-scene")
+            scene = gr.Dropdown([], label="Scene", scale=3, elem_id="eval-scene", allow_custom_value=True)
             baseline_btn = gr.Button("Add persistence baseline (post := pre)", scale=1)
         with gr.Row():
             runs = gr.CheckboxGroup([], label="Runs of this scene to score", scale=3, elem_id="eval-runs")
@@ -38,7 +38,7 @@ def build_evaluate(lab, demo: gr.Blocks, folder: gr.State) -> gr.Dropdown:
         notes = gr.Markdown()
         table_csv = gr.DownloadButton("Download scores (CSV)", visible=False)
         with gr.Row():
-            inspect = gr.Dropdown([], label="Look at run", scale=1)
+            inspect = gr.Dropdown([], label="Look at run", scale=1, allow_custom_value=True)
         compare = gr.ImageSlider(label="Prediction ↔ real post-event", format="png", interactive=False,
                                  max_height=700)
         with gr.Row():

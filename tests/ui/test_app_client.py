@@ -1,0 +1,64 @@
+"""The app's events, called through gradio_client as a script or another tool would."""
+
+import urllib.error
+import urllib.request
+
+import pytest
+
+from core.config import DEMO_SCENES
+
+
+@pytest.fixture(scope="module")
+def scene_id(client):
+    """A demo scene that has destroyed buildings."""
+    from core.data.index import index_dataset
+
+    index = index_dataset(DEMO_SCENES)
+    return index.filter(damage="destroyed")[0].scene_id
+
+
+def test_open_folder_reports_scenes_and_fills_the_filters(client):
+    status, split, disaster, dtype = client.predict(str(DEMO_SCENES), api_name="/open_folder")
+    assert "scenes" in status and "problem" not in status
+    assert split["value"] == "All" and {"train", "test"} <= {c[0] for c in split["choices"]}
+    assert len(disaster["choices"]) >= 7 and "flooding" in {c[0] for c in dtype["choices"]}
+
+
+def test_open_folder_that_is_not_xbd_shows_a_clear_error(client, tmp_path):
+    with pytest.raises(Exception, match="xBD"):
+        client.predict(str(tmp_path), api_name="/open_folder")
+    # The app still works afterwards.
+    status, *_ = client.predict(str(DEMO_SCENES), api_name="/open_folder")
+    assert "scenes" in status
+
+
+def test_show_scene_with_and_without_footprints(client, scene_id):
+    plain = client.predict(scene_id, False, "Side by side", api_name="/show_scene")
+    drawn = client.predict(scene_id, True, "Side by side", api_name="/show_scene")
+    title, pre, post = plain[0], plain[1], plain[2]
+    assert scene_id in title
+    assert pre["url"].endswith(".png") and post["url"].endswith(".png")
+    assert drawn[2]["url"] != post["url"]  # the overlay changes the picture
+    counts = {row[0]: row[1] for row in drawn[4]["data"]}
+    assert int(counts["destroyed"]) >= 1
+
+
+def test_baseline_score_and_leaderboard(client, scene_id):
+    client.predict(scene_id, api_name="/list_runs")
+    runs = client.predict(scene_id, [], api_name="/add_baseline")
+    chosen = runs["value"] if isinstance(runs, dict) else runs
+    assert len(chosen) == 1
+    table, notes, _csv, _inspect, settings = client.predict(scene_id, chosen, False, "256",
+                                                            api_name="/score_runs")
+    regions = [row[2] for row in table["data"]]
+    assert regions[0] == "whole image" and "destroyed" in regions
+    assert "random backbone" in settings
+    board, _ = client.predict(False, "256", api_name="/leaderboard")
+    assert board["data"][0][0] == "baseline"
+
+
+def test_files_outside_the_given_folders_are_not_served(app_url):
+    for path in ("/etc/passwd", str(DEMO_SCENES.parent.parent / "README.md")):
+        with pytest.raises(urllib.error.HTTPError) as err:
+            urllib.request.urlopen(f"{app_url}gradio_api/file={path}", timeout=10)
+        assert err.value.code in (403, 404)

@@ -68,20 +68,20 @@ def build_browse(lab, demo: gr.Blocks) -> BrowseHandles:
                     view = gr.Radio(["Side by side", "Slider"], value="Side by side", label="View", scale=1)
                     overlay = gr.Checkbox(label="Show building footprints coloured by damage",
                                           elem_id="browse-overlay", scale=1)
-                legend = gr.HTML(visible=False)
+                legend = gr.HTML(visible=False, elem_id="browse-legend")
                 with gr.Row(visible=True) as pair:
-                    pre = gr.Image(label="Pre-event", format="png", interactive=False,
+                    pre = gr.Image(label="Pre-event", format="png", interactive=False, elem_id="browse-pre",
                                    buttons=["download", "fullscreen"])
-                    post = gr.Image(label="Post-event", format="png", interactive=False,
+                    post = gr.Image(label="Post-event", format="png", interactive=False, elem_id="browse-post",
                                     buttons=["download", "fullscreen"])
                 slider = gr.ImageSlider(label="Pre ↔ post", format="png", visible=False,
                                         interactive=False, max_height=700)
                 to_evaluate = gr.Button("Score this scene in Evaluate →", interactive=False)
                 with gr.Row():
                     counts = gr.Dataframe(headers=["damage class", "buildings"], label="Buildings (post label)",
-                                          interactive=False)
+                                          interactive=False, scale=1)
                     meta = gr.Dataframe(headers=["field", "pre", "post"], label="Metadata",
-                                        interactive=False)
+                                        interactive=False, scale=2, wrap=True)
 
     filters = [opened, split, disaster, dtype, damage, query]
     scene_outputs = [title, pre, post, slider, counts, meta, legend, to_evaluate]

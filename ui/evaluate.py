@@ -40,7 +40,7 @@ def build_evaluate(lab, demo: gr.Blocks, folder: gr.State) -> gr.Dropdown:
         with gr.Row():
             inspect = gr.Dropdown([], label="Look at run", scale=1, allow_custom_value=True)
         compare = gr.ImageSlider(label="Prediction ↔ real post-event", format="png", interactive=False,
-                                 max_height=700)
+                                 max_height=700, elem_id="eval-compare")
         with gr.Row():
             err = gr.Image(label="Error |prediction − truth| (blue 0 → red ≥ 0.5)", format="png",
                            interactive=False)
@@ -58,7 +58,7 @@ def build_evaluate(lab, demo: gr.Blocks, folder: gr.State) -> gr.Dropdown:
         return gr.Dropdown(ids, value=ids[0] if ids else None, label="Scene")
 
     def runs_of(scene_id, keep=None):
-        choices = [(f"{r.record['backbone']} · {r.run_id}", r.run_id)
+        choices = [(_run_label(r), r.run_id)
                    for r in lab.runs.list(scene_id=scene_id)] if scene_id else []
         values = [c[1] for c in choices]
         chosen = [v for v in (keep or values) if v in values]
@@ -95,8 +95,9 @@ def build_evaluate(lab, demo: gr.Blocks, folder: gr.State) -> gr.Dropdown:
             if scores.lpips_error:
                 messages.add("LPIPS not computed: " + scores.lpips_error)
         csv_path = _write_csv(lab, "scores", SCORE_HEADERS, rows)
+        looks = [(_run_label(lab.runs.open(r)), r) for r in chosen]
         return (rows, "\n".join(f"- {m}" for m in sorted(messages)), gr.DownloadButton(value=csv_path, visible=True),
-                gr.Dropdown(chosen, value=chosen[0], label="Look at run"), _settings_text(lab, settings))
+                gr.Dropdown(looks, value=chosen[0], label="Look at run"), _settings_text(lab, settings))
 
     @user_errors
     def look(path, run_id, luma_v, size_v):
@@ -152,8 +153,13 @@ def _settings_text(lab, settings: MetricSettings) -> str:
     return text
 
 
+def _run_label(run) -> str:
+    """A short name for a run: its backbone and when it was made."""
+    return f"{run.record['backbone']} · {run.record.get('created', '')[:19].replace('T', ' ')}"
+
+
 def _score_rows(run, scores) -> list[list]:
-    name, backbone = run.run_id, run.record["backbone"]
+    name, backbone = _run_label(run), run.record["backbone"]
     rows = [[name, backbone, "whole image", "all", fmt(scores.mse), fmt(scores.psnr, 2), fmt(scores.ssim),
              fmt(scores.lpips)]]
     for region in MASK_REGIONS:

@@ -141,3 +141,46 @@ class Scores:
     lpips_error: str | None = None
     masked: dict[str, dict | None] | None = None
     notes: list[str] = field(default_factory=list)  # e.g. "target resized 1024->512"
+
+
+# -- generation ---------------------------------------------------------------------------
+GENERATION_MODES: tuple[str, ...] = ("img2img", "txt2img")
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    """What to generate. The same field names serve every backbone; a backbone ignores
+    nothing silently: fields it cannot use are refused with a clear message.
+
+    `metadata` is DiffusionSat's normalised 7-value vector (see core.data.metadata); None
+    means "from the scene's labels" and NO_METADATA (all zeros) means "no metadata".
+    `seed` is the seed of the first image; image i uses `seed + i`.
+    """
+
+    backbone: str
+    prompt: str
+    negative_prompt: str = ""
+    mode: str = "img2img"  # one of GENERATION_MODES
+    scene_id: str | None = None
+    steps: int = 20
+    guidance: float = 7.5
+    strength: float = 0.8  # img2img: how far from the pre-event tile (0 = unchanged, 1 = ignore it)
+    size: int = 512  # output width = height, px
+    seed: int = 0
+    num_images: int = 1
+    scheduler: str | None = None  # None = the backbone's default
+    metadata: tuple[float, ...] | None = None
+    control_scale: float = 1.0  # ControlNet conditioning scale
+    image_guidance: float = 1.5  # InstructPix2Pix image guidance
+    options: dict = field(default_factory=dict)  # backbone-specific, e.g. {"drop_t5": True}
+
+
+@dataclass
+class GenerationResult:
+    """Images made for one request, with what is needed to reproduce each of them."""
+
+    request: GenerationRequest
+    images: list  # uint8 HxWx3 numpy arrays
+    seeds: list[int]
+    record: dict  # backbone, model source/revision, scheduler, resolved parameters, versions
+    seconds: float = 0.0

@@ -29,3 +29,24 @@ class LpipsUnavailable(MetricError):
 
 class RunError(LabError):
     """A run folder is missing or its record cannot be read."""
+
+
+class ModelNotAvailable(LabError):
+    """A model's weights are neither in a given folder nor in the local cache, and the
+    hub cannot be reached (or downloading was not asked for)."""
+
+
+class ModelLoadError(LabError):
+    """A model could not be loaded; the previously loaded model is still in place."""
+
+
+class OutOfMemory(LabError):
+    """The GPU ran out of memory; memory was freed and the message says what to change."""
+
+
+class GenerationCancelled(LabError):
+    """The user stopped a generation; nothing was saved for the unfinished images."""
+
+
+class RequestError(LabError):
+    """A generation request asks for something its backbone cannot do."""

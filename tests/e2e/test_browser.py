@@ -5,7 +5,6 @@ Screenshots land in test-artifacts/ for people to look at.
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -13,6 +12,8 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+
+from tests.net import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "test-artifacts"
@@ -26,16 +27,10 @@ pytestmark = [
 ]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def app(tmp_path_factory):
     """`python app.py` as a user starts it, on a free port and a private work folder."""
-    port = _free_port()
+    port = free_port()
     work = tmp_path_factory.mktemp("e2e-work")
     env = {**os.environ, "TORCH_HOME": str(work / "torch-home")}  # no AlexNet weights: LPIPS must say so
     env.pop("XBDLAB_LPIPS_RANDOM_BACKBONE", None)

@@ -1,16 +1,9 @@
 """One app launched on a free local port for all UI tests, with a private work folder."""
 
-import socket
-
 import pytest
 
 from core.config import DEMO_SCENES, Settings
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from tests.net import free_port
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,110 @@
+"""Overhead of the app's generation path over calling the diffusers pipeline directly.
+
+Run:  python bench/bench_generate.py [--size 64] [--steps 10] [--repeats 9] [--device cpu]
+Writes bench/results/generate.json and prints a table. Both sides use the SAME tiny
+random SD 2.1-style pipeline (tests/tiny/sd.py: saved, then loaded through the backend's
+real `load`), the same prompt, steps, strength, guidance and seed:
+
+- app: `core.generation.generate(request, backend=..., pipe=...)` from a uint8 tile
+  (validation, LANCZOS resize, seeding, token counts, step callback, uint8 conversion,
+  run record);
+- direct: the img2img diffusers pipeline called with a PIL tile and a seeded generator,
+  its PIL output turned into a uint8 array.
+
+Calls alternate (app, direct, app, ...) after a warm-up and the medians are compared;
+the target is app / direct ≤ 1.05. The images of both sides are checked to be identical.
+Not collected by pytest (no test_ prefix).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import numpy as np  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--size", type=int, default=64)
+    ap.add_argument("--steps", type=int, default=10)
+    ap.add_argument("--repeats", type=int, default=9)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "generate.json")
+    args = ap.parse_args()
+
+    import torch
+    from PIL import Image
+
+    torch.set_num_threads(args.threads)
+    from core.generation import generate
+    from core.types import GenerationRequest
+    from tests.tiny.sd import tiny_random_sd21_folder
+
+    import core.backends.tiny  # noqa: F401 - registers the tiny backbones
+    from core.backends import get
+
+    backend = get("tiny-sd21")
+    pipe = backend.load(tiny_random_sd21_folder(), device=args.device)
+    i2i = pipe.for_mode("img2img")
+    rng = np.random.default_rng(0)
+    tile = (rng.random((args.size, args.size, 3)) * 255).astype(np.uint8)
+    prompt = "A satellite image after being affected by flooding"
+    req = GenerationRequest(backbone="tiny-sd21", prompt=prompt, steps=args.steps, strength=0.8, guidance=7.5,
+                            size=args.size, seed=0)
+
+    def app() -> np.ndarray:
+        return generate(req, backend=backend, pipe=pipe, init_image=tile).images[0]
+
+    def direct() -> np.ndarray:
+        out = i2i(prompt=prompt, image=Image.fromarray(tile), num_inference_steps=args.steps, strength=0.8,
+                  guidance_scale=7.5, generator=torch.Generator("cpu").manual_seed(0), output_type="pil").images[0]
+        return np.asarray(out)
+
+    same = np.array_equal(app(), direct())  # warm-up, and the two sides must agree
+    times = {"app": [], "direct": []}
+    for _ in range(args.repeats):
+        for name, fn in (("app", app), ("direct", direct)):
+            t0 = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t0)
+    med = {k: statistics.median(v) for k, v in times.items()}
+    ratio = med["app"] / med["direct"]
+    result = {
+        "model": "tiny random SD 2.1-style pipeline (tests/tiny/sd.py), img2img",
+        "size": args.size, "steps": args.steps, "denoising_steps": int(args.steps * 0.8), "repeats": args.repeats,
+        "median_s": {k: round(v, 5) for k, v in med.items()},
+        "min_s": {k: round(min(v), 5) for k, v in times.items()},
+        "ratio_app_over_direct": round(ratio, 4),
+        "target_ratio": 1.05,
+        "identical_images": bool(same),
+        "machine": {
+            "platform": platform.platform(), "python": platform.python_version(), "cpus": os.cpu_count(),
+            "torch": torch.__version__, "torch_threads": torch.get_num_threads(), "device": args.device,
+            "processor": platform.processor() or platform.machine(),
+        },
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"{'path':<8} {'median s':>10} {'min s':>10}")
+    for name in ("app", "direct"):
+        print(f"{name:<8} {med[name]:>10.4f} {min(times[name]):>10.4f}")
+    print(f"ratio app/direct = {ratio:.3f} (target <= 1.05); identical images: {same}")
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

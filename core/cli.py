@@ -37,6 +37,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--runs", type=Path, required=True, help="the runs folder to write to")
     p.add_argument("--json", action="store_true", help="print JSON")
 
+    p = sub.add_parser("generate", help="generate post-event images from pre-event tiles")
+    p.add_argument("--data", type=Path, required=True, help="the xBD folder")
+    p.add_argument("--batch", type=Path, help="a JSONL file, one request a line; finished ones are skipped")
+    p.add_argument("--backbone", help="backbone id (see `python -m core backbones`)")
+    p.add_argument("--scene", help="scene id, e.g. hurricane-matthew_00000066")
+    p.add_argument("--prompt", help="default: a template from the scene's disaster type")
+    p.add_argument("--negative", default="", help="negative prompt")
+    p.add_argument("--mode", choices=["img2img", "txt2img"], default="img2img")
+    for name, kind in (("steps", int), ("guidance", float), ("strength", float), ("size", int),
+                       ("seed", int), ("num-images", int)):
+        p.add_argument(f"--{name}", type=kind, help="default: the backbone's")
+    p.add_argument("--runs", type=Path, help="runs folder (default: <work>/runs)")
+    p.add_argument("--models", type=Path, help="folder of local model folders, one per backbone id")
+    p.add_argument("--json", action="store_true", help="print JSON")
+
+    p = sub.add_parser("backbones", help="list backbones and whether their weights are on disk")
+    p.add_argument("--models", type=Path, help="folder of local model folders, one per backbone id")
+    p.add_argument("--json", action="store_true", help="print JSON")
+
     p = sub.add_parser("demo-scenes", help="regenerate the synthetic demo scenes")
     p.add_argument("--out", type=Path, required=True, help="folder to write them to")
     p.add_argument("--json", action="store_true", help="print JSON")
@@ -117,8 +136,60 @@ def cmd_demo_scenes(args) -> dict:
     return {"written": len(files), "folder": str(args.out)}
 
 
+def cmd_generate(args) -> dict:
+    lab = _lab(args, runs_dir=args.runs, models_dir=args.models)
+    index = lab.dataset(args.data)
+    if args.batch:
+        lines = [json.loads(line) for line in args.batch.read_text(encoding="utf-8").splitlines() if line.strip()]
+    else:
+        if not (args.backbone and args.scene):
+            raise LabError("generate needs --backbone and --scene, or --batch FILE.jsonl.")
+        fields = {"backbone": args.backbone, "scene_id": args.scene, "prompt": args.prompt,
+                  "negative_prompt": args.negative, "mode": args.mode, "steps": args.steps,
+                  "guidance": args.guidance, "strength": args.strength, "size": args.size,
+                  "seed": args.seed, "num_images": args.num_images}
+        lines = [{k: v for k, v in fields.items() if v is not None}]
+    written, skipped = [], 0
+    for i, line in enumerate(lines, 1):
+        request = lab.request_from(line, index)
+        key = request_key(request)
+        if lab.runs_with_request(key):
+            skipped += 1
+            continue
+        print(f"[{i}/{len(lines)}] {request.backbone} on {request.scene_id}", file=sys.stderr)
+        runs = lab.generate(request, index, on_step=_print_step, extra_params={"request_key": key})
+        written.extend(r.run_id for r in runs)
+    return {"written": len(written), "skipped": skipped, "runs": written}
+
+
+def request_key(request) -> str:
+    """A stable id of a request, so a batch can skip what it already made."""
+    import dataclasses
+    import hashlib
+
+    text = json.dumps(dataclasses.asdict(request), sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _print_step(step: int, total: int | None, **_) -> None:
+    print(f"  step {step}/{total or '?'}", file=sys.stderr, end="\r" if step != total else "\n")
+
+
+def cmd_backbones(args) -> dict:
+    lab = _lab(args, models_dir=args.models)
+    out = {}
+    for spec in lab.backbones():
+        try:
+            state = lab.readiness(spec.id)
+            out[spec.id] = {"label": spec.label, "ready": state.ready, "where": state.where,
+                            "size_bytes": state.size_bytes, "missing": state.missing}
+        except LabError as err:
+            out[spec.id] = {"label": spec.label, "ready": False, "missing": str(err)}
+    return out
+
+
 COMMANDS = {"index": cmd_index, "score": cmd_score, "baseline": cmd_baseline,
-            "demo-scenes": cmd_demo_scenes}
+            "generate": cmd_generate, "backbones": cmd_backbones, "demo-scenes": cmd_demo_scenes}
 
 
 def _as_text(result) -> str:

@@ -25,6 +25,12 @@ class Settings:
     host/port/auth: how the web app listens; auth is "user:password" or None.
     lpips_random_backbone: build LPIPS on a random AlexNet. For plumbing tests only:
         the numbers it gives mean nothing, and the UI says so.
+    models_dir: a folder of local model folders, one per backbone id (e.g. models/sd21/);
+        a backbone found there is loaded from it instead of its hub id.
+    test_backbones: also offer the tiny random test backbones (tests and demos of the
+        plumbing only; their pictures are noise).
+    offload: "none", "model" or "sequential" CPU offload of the loaded pipeline (GPU only).
+    ram_budget_gb: CPU memory for models moved off the GPU, kept for fast switching back.
     """
 
     data_dir: Path = DEMO_SCENES
@@ -34,6 +40,10 @@ class Settings:
     port: int = 7860
     auth: str | None = None
     lpips_random_backbone: bool = False
+    models_dir: Path | None = None
+    test_backbones: bool = False
+    offload: str = "none"
+    ram_budget_gb: float = 16.0
 
     @property
     def runs(self) -> Path:
@@ -64,7 +74,7 @@ class Settings:
             if raw is not None and raw != "":
                 values[f.name] = _convert(f.name, raw)
         values.update({k: v for k, v in overrides.items() if v is not None})
-        for name in ("data_dir", "work_dir", "runs_dir"):
+        for name in ("data_dir", "work_dir", "runs_dir", "models_dir"):
             if values.get(name) is not None:
                 values[name] = Path(values[name]).expanduser()
         return replace(cls(), **values)
@@ -73,6 +83,8 @@ class Settings:
 def _convert(name: str, raw: str):
     if name == "port":
         return int(raw)
-    if name == "lpips_random_backbone":
+    if name == "ram_budget_gb":
+        return float(raw)
+    if name in ("lpips_random_backbone", "test_backbones"):
         return raw.strip().lower() in ("1", "true", "yes", "on")
     return raw

@@ -1,7 +1,8 @@
-"""The services the app and the CLI share: the open dataset, the run store, the scorer.
+"""The services the app and the CLI share: the open dataset, the run store, the scorer,
+the model manager and the generation path.
 
 One `Lab` is built from `Settings` at an entry point. It caches the dataset index per
-folder and builds LPIPS once, on first use.
+folder, builds LPIPS once on first use, and owns the one ModelManager of the process.
 """
 
 from __future__ import annotations
@@ -14,8 +15,8 @@ from pathlib import Path
 import numpy as np
 
 from core.config import Settings
-from core.errors import DataError, RunError
-from core.types import MetricSettings, Scene, Scores
+from core.errors import DataError, LabError, RunError
+from core.types import GenerationRequest, MetricSettings, Scene, Scores
 
 
 @dataclass(frozen=True)
@@ -42,6 +43,7 @@ class Lab:
         self._indexes: dict[Path, object] = {}
         self._lock = threading.Lock()
         self._lpips = None
+        self._models = None
 
     # -- data ---------------------------------------------------------------------------
     def dataset(self, data_dir: Path | str | None = None, *, refresh: bool = False):
@@ -105,6 +107,130 @@ class Lab:
             image, kind="upload", backbone="upload", scene_id=scene_id,
             params={"file": name}, data_root=str(index.root) if index is not None else None,
         )
+
+    # -- models and generation ----------------------------------------------------------
+    @property
+    def models(self):
+        """The process's one ModelManager (built on first use; torch loads later still)."""
+        from core.models.manager import ModelManager
+
+        with self._lock:
+            if self._models is None:
+                self._models = ModelManager(ram_budget_gb=self.settings.ram_budget_gb,
+                                            offload=self.settings.offload)
+            return self._models
+
+    def backbones(self) -> list:
+        """Specs of the backbones the user may pick (tiny test ones only when enabled)."""
+        from core import backends
+
+        if self.settings.test_backbones:
+            import core.backends.tiny  # noqa: F401  (registers the tiny test backbones)
+        return backends.available(include_test_only=self.settings.test_backbones)
+
+    def backend(self, backbone_id: str):
+        """The registered backend `backbone_id` (tiny test ones only when enabled)."""
+        from core import backends
+
+        self.backbones()
+        return backends.get(backbone_id)
+
+    def source(self, backbone_id: str):
+        """Where `backbone_id` loads from: a folder under models_dir, else its hub id."""
+        from core.backends.sources import resolve_source
+
+        return resolve_source(self.backend(backbone_id).spec, models_dir=self.settings.models_dir)
+
+    def readiness(self, backbone_id: str):
+        """Whether a backbone can load without the network, without downloading anything."""
+        from core.backends.sources import readiness
+
+        backend = self.backend(backbone_id)
+        own = getattr(backend, "readiness", None)
+        source = self.source(backbone_id)
+        return own(source) if own is not None else readiness(backend.spec, source)
+
+    def complete_request(self, request: GenerationRequest, index) -> GenerationRequest:
+        """Fill what the scene provides: DiffusionSat metadata from the labels when the
+        request leaves it to the scene (None), and the condition tile's metadata."""
+        from dataclasses import replace
+
+        from core.data.metadata import scene_metadata
+
+        spec = self.backend(request.backbone).spec
+        if not spec.needs_metadata or request.scene_id is None:
+            return request
+        scene = index.get(request.scene_id)
+        if request.metadata is None:
+            request = replace(request, metadata=scene_metadata(index, scene, resolution=request.size))
+        if spec.needs_control_image and "cond_metadata" not in request.options:
+            cond = scene_metadata(index, scene, resolution=request.size, phase="pre")
+            request = replace(request, options={**request.options, "cond_metadata": list(cond)})
+        return request
+
+    def default_prompt(self, index, scene_id: str | None) -> str:
+        """The course's img2img prompt for a scene, from its disaster type."""
+        kind = None
+        if scene_id:
+            kind = index.scene_info(index.get(scene_id)).disaster_type
+        return f"A satellite image after being affected by {kind or 'a natural disaster'}"
+
+    def request_from(self, fields: dict, index) -> GenerationRequest:
+        """A request from plain fields (a CLI line or a batch line): the backbone's defaults
+        fill what is missing, and the prompt defaults to the scene's template."""
+        from dataclasses import fields as dc_fields
+
+
+        known = {f.name for f in dc_fields(GenerationRequest)}
+        fields = {("scene_id" if k == "scene" else k): v for k, v in fields.items()}
+        unknown = sorted(set(fields) - known)
+        if unknown:
+            raise LabError(f"Unknown request field(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}.")
+        if "backbone" not in fields:
+            raise LabError("Each request needs a backbone id.")
+        spec = self.backend(fields["backbone"]).spec
+        merged = {**{k: v for k, v in spec.defaults.items() if k in known}, **fields}
+        if not merged.get("prompt"):
+            merged["prompt"] = self.default_prompt(index, merged.get("scene_id"))
+        if isinstance(merged.get("metadata"), list):
+            merged["metadata"] = tuple(merged["metadata"])
+        return GenerationRequest(**merged)
+
+    def runs_with_request(self, key: str) -> list:
+        """Runs made for the request with this key (see cli.request_key)."""
+        return [r for r in self.runs.list() if r.record.get("params", {}).get("request_key") == key]
+
+    def generate(self, request: GenerationRequest, index, *, on_step=None, preview_every: int = 0,
+                 cancel=None, extra_params: dict | None = None) -> list:
+        """Generate for `request` on its scene's pre-event tile and save every image as a
+        run. Returns the runs, one per image."""
+        from core.data.images import load_rgb
+        from core.generation.generate import generate
+
+        backend = self.backend(request.backbone)
+        request = self.complete_request(request, index)
+        scene = index.get(request.scene_id) if request.scene_id else None
+        pre = load_rgb(scene.pre_image) if scene is not None and scene.pre_image is not None else None
+        needs_tile = request.mode == "img2img" or backend.spec.needs_control_image
+        if needs_tile and pre is None:
+            raise DataError("This generation starts from the pre-event tile: pick a scene that has one.")
+        source = self.source(request.backbone)
+        options = backend.load_kwargs(request) if hasattr(backend, "load_kwargs") else {}
+        key = f"{request.backbone}@{source}" + "".join(f";{k}={v}" for k, v in sorted(options.items()))
+
+        def load(device, dtype):
+            return backend.load(source, device=device, dtype=dtype, **options)
+
+        with self.models.use(key, load, spec_dtype=backend.spec.dtype) as pipe:
+            result = generate(request, backend=backend, pipe=pipe,
+                              init_image=pre if request.mode == "img2img" else None,
+                              control_image=pre if backend.spec.needs_control_image else None,
+                              on_step=on_step, preview_every=preview_every, cancel=cancel, source=source)
+        return [self.runs.create(image, kind="generation", backbone=request.backbone,
+                                 scene_id=request.scene_id,
+                                 params={**result.record, "seed": seed, **(extra_params or {})},
+                                 data_root=str(index.root))
+                for image, seed in zip(result.images, result.seeds)]
 
     # -- scoring ------------------------------------------------------------------------
     def lpips(self):

@@ -6,6 +6,7 @@ import gradio as gr
 
 from ui.browse import build_browse
 from ui.evaluate import build_evaluate
+from ui.generate import build_generate
 from ui.placeholders import build_placeholder
 
 TITLE = "xBD Diffusion Lab"
@@ -23,12 +24,18 @@ def build_ui(lab) -> gr.Blocks:
         with gr.Tabs() as tabs:
             browse = build_browse(lab, demo)
             build_placeholder("Captions")
-            build_placeholder("Generate")
+            gen_scene, gen_to_evaluate, gen_newest = build_generate(lab, demo, browse.opened)
             build_placeholder("Attention")
             eval_scene = build_evaluate(lab, demo, browse.opened)
         browse.to_evaluate.click(
             lambda scene_id: (gr.Tabs(selected="evaluate"), gr.Dropdown(value=scene_id)),
             browse.selected, [tabs, eval_scene], api_name="send_to_evaluate")
+        browse.to_generate.click(
+            lambda scene_id: (gr.Tabs(selected="generate"), gr.Dropdown(value=scene_id)),
+            browse.selected, [tabs, gen_scene], api_name="send_to_generate")
+        gen_to_evaluate.click(
+            lambda scene_id: (gr.Tabs(selected="evaluate"), gr.Dropdown(value=scene_id)),
+            gen_scene, [tabs, eval_scene], api_name="generation_to_evaluate")
     return demo
 
 

@@ -32,6 +32,7 @@ class BrowseHandles:
     opened: gr.State  # the data folder currently open, as a string
     selected: gr.Textbox  # the id of the scene on show
     to_evaluate: gr.Button
+    to_generate: gr.Button
 
 
 def build_browse(lab, demo: gr.Blocks) -> BrowseHandles:
@@ -76,7 +77,9 @@ def build_browse(lab, demo: gr.Blocks) -> BrowseHandles:
                                     buttons=["download", "fullscreen"])
                 slider = gr.ImageSlider(label="Pre ↔ post", format="png", visible=False,
                                         interactive=False, max_height=700)
-                to_evaluate = gr.Button("Score this scene in Evaluate →", interactive=False)
+                with gr.Row():
+                    to_generate = gr.Button("Generate from this scene →", interactive=False)
+                    to_evaluate = gr.Button("Score this scene in Evaluate →", interactive=False)
                 with gr.Row():
                     counts = gr.Dataframe(headers=["damage class", "buildings"], label="Buildings (post label)",
                                           interactive=False, scale=1)
@@ -84,7 +87,7 @@ def build_browse(lab, demo: gr.Blocks) -> BrowseHandles:
                                         interactive=False, scale=2, wrap=True)
 
     filters = [opened, split, disaster, dtype, damage, query]
-    scene_outputs = [title, pre, post, slider, counts, meta, legend, to_evaluate]
+    scene_outputs = [title, pre, post, slider, counts, meta, legend, to_evaluate, to_generate]
 
     @user_errors
     def open_folder(path):
@@ -134,7 +137,7 @@ def build_browse(lab, demo: gr.Blocks) -> BrowseHandles:
     gr.on([selected.submit, overlay.change], show, [opened, selected, overlay, view], scene_outputs,
           api_name="show_scene")
     view.change(switch_view, view, [pair, slider], **INTERNAL)
-    return BrowseHandles(opened=opened, selected=selected, to_evaluate=to_evaluate)
+    return BrowseHandles(opened=opened, selected=selected, to_evaluate=to_evaluate, to_generate=to_generate)
 
 
 def _opt(value):
@@ -174,7 +177,7 @@ def _scene_view(lab, index, scene_id, show_overlay, view_mode):
 
     if not scene_id:
         return ("Pick a scene on the left.", None, None, None, None, None, gr.HTML(visible=False),
-                gr.Button(interactive=False))
+                gr.Button(interactive=False), gr.Button(interactive=False))
     scene = index.get(scene_id.strip())
     images = {phase: _picture(index, scene, phase, show_overlay) for phase in ("pre", "post")}
     info = index.scene_info(scene)
@@ -186,7 +189,7 @@ def _scene_view(lab, index, scene_id, show_overlay, view_mode):
     return (title, images["pre"], images["post"], (images["pre"], images["post"]) if both else None,
             _counts_rows(info), _meta_rows(index, scene),
             gr.HTML(legend_html(), visible=bool(show_overlay)),
-            gr.Button(interactive=scene.post_image is not None))
+            gr.Button(interactive=scene.post_image is not None), gr.Button(interactive=scene.pre_image is not None))
 
 
 def _picture(index, scene, phase, show_overlay):

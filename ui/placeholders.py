@@ -7,9 +7,6 @@ import gradio as gr
 COMING = {
     "Captions": "Caption a tile with CogVLM2 or a lighter vision-language model, shorten it "
                 "with T5 until it fits CLIP's 77 tokens, and correct it here. Every edit is kept.",
-    "Generate": "Generate the post-event image from the pre-event tile with Stable Diffusion 2.1, "
-                "SDXL Turbo, Stable Diffusion 3, DiffusionSat or a fine-tuned ControlNet, and "
-                "compare backbones side by side. Generations land in Evaluate as runs.",
     "Attention": "See DAAM word-to-pixel attention maps of a generation, and how much of each "
                  "word's attention falls on buildings of each damage class.",
 }

@@ -30,9 +30,14 @@ pytestmark = [
 @pytest.fixture(scope="module")
 def app(tmp_path_factory):
     """`python app.py` as a user starts it, on a free port and a private work folder."""
+    from tests.tiny.sd import build_tiny_models
+
     port = free_port()
     work = tmp_path_factory.mktemp("e2e-work")
-    env = {**os.environ, "TORCH_HOME": str(work / "torch-home")}  # no AlexNet weights: LPIPS must say so
+    models = tmp_path_factory.mktemp("e2e-models")
+    build_tiny_models(models, ids=("tiny-sd21", "tiny-sdxl-turbo"))
+    env = {**os.environ, "TORCH_HOME": str(work / "torch-home"),  # no AlexNet weights: LPIPS must say so
+           "XBDLAB_TEST_BACKBONES": "1", "XBDLAB_MODELS_DIR": str(models)}  # tiny RANDOM backbones
     env.pop("XBDLAB_LPIPS_RANDOM_BACKBONE", None)
     proc = subprocess.Popen([sys.executable, "app.py", "--port", str(port), "--work", str(work)],
                             cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -104,3 +109,25 @@ def test_browse_overlay_then_score_the_baseline(app, page):
     page.locator("#eval-compare img").first.wait_for()
     page.wait_for_timeout(1000)
     page.screenshot(path=str(ARTIFACTS / "03-evaluate.png"), full_page=True)
+
+
+def test_generate_one_image_and_a_comparison_grid(app, page):
+    """Tiny random backbones: the pictures are noise, the plumbing is what is checked."""
+    page.goto(app)
+    page.get_by_role("tab", name="Generate").click()
+    page.get_by_role("combobox", name="Backbone").click()
+    page.get_by_role("option", name="Tiny random SD 2.1 (tests)").click()
+    page.get_by_text("is ready").first.wait_for()
+    page.locator("#gen-run").click()
+    page.locator("#gen-results img").first.wait_for()
+    page.get_by_text("Saved 1 run(s)").wait_for()
+    page.screenshot(path=str(ARTIFACTS / "04-generate.png"), full_page=True)
+
+    page.get_by_text("Compare backbones or sweep a parameter").click()
+    boxes = page.locator("#gen-compare-backbones")
+    boxes.get_by_text("Tiny random SD 2.1 (tests)").click()
+    boxes.get_by_text("Tiny random SDXL Turbo (tests)").click()
+    page.locator("#gen-compare").click()
+    page.locator("#gen-grid img").wait_for()
+    page.wait_for_timeout(500)
+    page.screenshot(path=str(ARTIFACTS / "05-compare.png"), full_page=True)

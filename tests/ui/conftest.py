@@ -8,13 +8,17 @@ from tests.net import free_port
 
 @pytest.fixture(scope="session")
 def app_url(tmp_path_factory):
-    """URL of a running app on the demo scenes (LPIPS on a random backbone: plumbing only)."""
+    """URL of a running app on the demo scenes with the tiny RANDOM test backbones enabled
+    and LPIPS on a random backbone: it tests plumbing, not picture quality."""
     from core.lab import Lab
+    from tests.tiny.sd import build_tiny_models
     from ui.app import build_ui, launch
 
     work = tmp_path_factory.mktemp("work")
+    models = tmp_path_factory.mktemp("models")
+    build_tiny_models(models, ids=("tiny-sd21", "tiny-sdxl-turbo"))
     settings = Settings.load(env={}, data_dir=DEMO_SCENES, work_dir=work, port=free_port(),
-                             lpips_random_backbone=True)
+                             lpips_random_backbone=True, test_backbones=True, models_dir=models)
     lab = Lab(settings)
     demo = build_ui(lab)
     _, url, _ = launch(demo, lab, prevent_thread_lock=True, quiet=True)

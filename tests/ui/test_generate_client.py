@@ -1,0 +1,36 @@
+"""The Generate tab's events through gradio_client, on tiny RANDOM backbones (plumbing)."""
+
+SCENE = "demo-hurricane_00000003"
+#        scene, backbone, prompt, negative, mode, steps, guidance, strength, size, seed, images,
+#        image_guidance, control_scale, no_meta, lon, lat, gsd, cloud, year, month, day
+PARAMS = [SCENE, "tiny-sd21", "a satellite image after a hurricane", "", "img2img", 2, 7.5, 1.0, 64, 3, 2,
+          1.5, 1.0, False, 0, 0, 0, 0, 0, 0, 0]
+
+
+def test_generate_saves_runs_with_their_seeds(client):
+    result = client.predict(*PARAMS, api_name="/generate")
+    # outputs: preview, gallery, info, to_evaluate (states and buttons are not returned)
+    gallery, info = result[1], result[2]
+    assert len(gallery) == 2
+    assert "Saved 2 run(s)" in info
+    runs_listed = client.predict(SCENE, api_name="/list_runs")
+    labels = [c[0] for c in runs_listed["choices"]]
+    assert sum(label.startswith("tiny-sd21") for label in labels) >= 2
+
+
+def test_compare_grid_has_one_cell_per_backbone_and_value_plus_context(client):
+    grid = client.predict(["tiny-sd21", "tiny-sdxl-turbo"], "seed", "1, 2", *PARAMS, api_name="/compare")
+    from PIL import Image
+
+    path = grid["path"] if isinstance(grid, dict) else grid
+    width, height = Image.open(path).size
+    # 2 context tiles (pre, real post) + 2 backbones × 2 seeds = 6 cells: 4 columns, 2 rows,
+    # each cell shown at least 256 px wide with a 22 px label
+    assert (width, height) == (4 * 256, 2 * (256 + 22))
+
+
+def test_unknown_scene_is_a_clear_error(client):
+    import pytest
+
+    with pytest.raises(Exception, match="nowhere_00000001"):
+        client.predict("nowhere_00000001", *PARAMS[1:], api_name="/generate")

@@ -150,6 +150,38 @@ class Lab:
         source = self.source(backbone_id)
         return own(source) if own is not None else readiness(backend.spec, source)
 
+    def token_report(self, backbone_id: str, prompt: str, negative: str = "") -> dict | None:
+        """Token counts per text encoder of `backbone_id` (see prompts.token_report), using
+        only its tokenizers; None when its files are not on disk yet."""
+        from types import SimpleNamespace
+
+        from core.generation.prompts import TOKENIZER_ATTRIBUTES, token_report
+
+        spec = self.backend(backbone_id).spec
+        tokenizers = self._tokenizers(backbone_id)
+        if tokenizers is None:
+            return None
+        holder = SimpleNamespace(**{TOKENIZER_ATTRIBUTES[n]: t for n, t in tokenizers.items()})
+        return token_report(holder, spec.tokenizers, prompt, negative, chunked="t5" not in spec.tokenizers)
+
+    def _tokenizers(self, backbone_id: str) -> dict | None:
+        """The backbone's tokenizers by encoder name, loaded once from its folder or cache."""
+        from core.generation.prompts import TOKENIZER_ATTRIBUTES
+
+        cache = self.__dict__.setdefault("_tokenizer_cache", {})
+        if backbone_id not in cache:
+            state = self.readiness(backbone_id)
+            if not state.ready:
+                return None
+            from transformers import AutoTokenizer
+
+            root = Path(state.where)
+            cache[backbone_id] = {
+                name: AutoTokenizer.from_pretrained(root / TOKENIZER_ATTRIBUTES[name])
+                for name in self.backend(backbone_id).spec.tokenizers
+                if (root / TOKENIZER_ATTRIBUTES[name]).is_dir()}
+        return cache[backbone_id]
+
     def complete_request(self, request: GenerationRequest, index) -> GenerationRequest:
         """Fill what the scene provides: DiffusionSat metadata from the labels when the
         request leaves it to the scene (None), and the condition tile's metadata."""

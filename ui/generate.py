@@ -34,6 +34,7 @@ def build_generate(lab, demo: gr.Blocks, folder: gr.State):
             pre = gr.Image(label="Pre-event (input)", format="png", interactive=False, height=256)
             post = gr.Image(label="Real post-event (for comparison)", format="png", interactive=False, height=256)
         prompt = gr.Textbox(label="Prompt", lines=2, elem_id="gen-prompt")
+        tokens = gr.Markdown(elem_id="gen-tokens")
         negative = gr.Textbox(label="Negative prompt", lines=1)
         with gr.Row():
             mode = gr.Radio(["img2img", "txt2img"], value="img2img", label="Mode")
@@ -148,6 +149,12 @@ def build_generate(lab, demo: gr.Blocks, folder: gr.State):
             context.append((index.load_image(s, "post"), "real post-event"))
         return labelled_grid(context + list(zip(images, labels)), size=max(base.size, 256))
 
+    @user_errors
+    def count(backbone_id, text, negative_text):
+        return _token_text(lab.token_report(backbone_id, text or "", negative_text or ""), text or "")
+
+    gr.on([prompt.change, negative.change, backbone.change], count, [backbone, prompt, negative], tokens,
+          api_name="count_tokens", trigger_mode="always_last")
     gr.on([demo.load, folder.change], scenes_of, folder, scene, **INTERNAL)
     scene.change(on_scene, [folder, scene, backbone], [pre, post, prompt, *meta], **INTERNAL)
     gr.on([demo.load, backbone.change], on_backbone, backbone,
@@ -246,6 +253,30 @@ def _readiness_text(lab, backbone_id) -> str:
     head = f"**{spec.label}** is ready: `{state.where}`{size}" if state.ready else \
         f"**{spec.label}** is not on this machine. {state.missing}"
     return head + (f"\n\n{spec.notes}" if spec.notes else "")
+
+
+ENCODER_NAMES = {"clip": "CLIP", "clip2": "CLIP 2", "t5": "T5"}
+
+
+def _token_text(report: dict | None, prompt: str) -> str:
+    """Token counts per encoder; where an encoder would cut, the cut-off text in bold."""
+    if report is None:
+        return "Token counts appear once this backbone's files are on disk."
+    parts = []
+    for name, r in report.items():
+        label = ENCODER_NAMES.get(name, name)
+        if not r.get("used"):
+            parts.append(f"{label}: not used")
+        elif r["truncated"]:
+            cut = r.get("truncated_at_char")
+            tail = f": it would drop **“{prompt[cut:].strip()[:200]}”**" if cut is not None else ""
+            parts.append(f"{label}: {r['prompt_tokens']} tokens, over its {r['limit']}{tail}")
+        elif r.get("windows", 1) > 1:
+            parts.append(f"{label}: {r['prompt_tokens']} tokens, sent whole in {r['windows']} windows of "
+                         f"{r['limit']}")
+        else:
+            parts.append(f"{label}: {r['prompt_tokens']} / {r['limit']} tokens")
+    return " · ".join(parts)
 
 
 def _run_info(runs) -> str:

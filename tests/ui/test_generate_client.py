@@ -34,3 +34,13 @@ def test_unknown_scene_is_a_clear_error(client):
 
     with pytest.raises(Exception, match="nowhere_00000001"):
         client.predict("nowhere_00000001", *PARAMS[1:], api_name="/generate")
+
+
+def test_token_counter_says_where_an_encoder_would_cut(client):
+    long_prompt = "flooded streets and damaged roofs " * 30
+    whole = client.predict("tiny-sd21", long_prompt, "", api_name="/count_tokens")
+    assert "sent whole in" in whole  # CLIP backbones chunk long prompts: nothing is cut
+    short = client.predict("tiny-sd21", "a town", "", api_name="/count_tokens")
+    assert "/ 75 tokens" in short
+    missing = client.predict("sd21", "a town", "", api_name="/count_tokens")
+    assert "once this backbone's files are on disk" in missing

@@ -30,6 +30,7 @@ class Settings:
     test_backbones: also offer the tiny random test backbones (tests and demos of the
         plumbing only; their pictures are noise).
     offload: "none", "model" or "sequential" CPU offload of the loaded pipeline (GPU only).
+    attention_slicing / vae_tiling: trade speed for GPU memory.
     ram_budget_gb: CPU memory for models moved off the GPU, kept for fast switching back.
     """
 
@@ -43,6 +44,8 @@ class Settings:
     models_dir: Path | None = None
     test_backbones: bool = False
     offload: str = "none"
+    attention_slicing: bool = False
+    vae_tiling: bool = False
     ram_budget_gb: float = 16.0
 
     @property
@@ -85,6 +88,6 @@ def _convert(name: str, raw: str):
         return int(raw)
     if name == "ram_budget_gb":
         return float(raw)
-    if name in ("lpips_random_backbone", "test_backbones"):
+    if name in ("lpips_random_backbone", "test_backbones", "attention_slicing", "vae_tiling"):
         return raw.strip().lower() in ("1", "true", "yes", "on")
     return raw

@@ -116,8 +116,9 @@ class Lab:
 
         with self._lock:
             if self._models is None:
-                self._models = ModelManager(ram_budget_gb=self.settings.ram_budget_gb,
-                                            offload=self.settings.offload)
+                s = self.settings
+                self._models = ModelManager(ram_budget_gb=s.ram_budget_gb, offload=s.offload,
+                                            attention_slicing=s.attention_slicing, vae_tiling=s.vae_tiling)
             return self._models
 
     def backbones(self) -> list:

@@ -9,7 +9,7 @@ from dataclasses import replace
 
 import gradio as gr
 
-from core.errors import LabError
+from core.errors import GenerationCancelled, LabError
 from core.types import GenerationRequest
 from ui.common import INTERNAL, user_errors
 
@@ -30,6 +30,10 @@ def build_generate(lab, demo: gr.Blocks, folder: gr.State):
                                    scale=2, elem_id="gen-backbone")
         ready = gr.Markdown(elem_id="gen-ready")
         download = gr.Button("Download this backbone's weights", visible=False)
+        with gr.Accordion("Which backbones are on this machine", open=False):
+            table = gr.Dataframe(headers=["backbone", "ready", "where", "size (GB)", "GPU memory (GB)", "missing"],
+                                 interactive=False, wrap=True, elem_id="gen-readiness")
+            table_btn = gr.Button("Check again", size="sm")
         with gr.Row():
             pre = gr.Image(label="Pre-event (input)", format="png", interactive=False, height=256)
             post = gr.Image(label="Real post-event (for comparison)", format="png", interactive=False, height=256)
@@ -119,6 +123,10 @@ def build_generate(lab, demo: gr.Blocks, folder: gr.State):
         yield {token: cancel, run_btn: gr.Button(interactive=False)}
         try:
             runs = yield from _stream(lab, request, lab.dataset(path), cancel, progress, preview)
+        except GenerationCancelled as err:
+            gr.Info(str(err))
+            yield {run_btn: gr.Button(interactive=True)}
+            return
         except LabError as err:
             raise gr.Error(str(err), duration=None) from err
         yield {gallery: [(r.image_path.as_posix(), f"seed {r.record['params']['seed']}") for r in runs],
@@ -155,6 +163,10 @@ def build_generate(lab, demo: gr.Blocks, folder: gr.State):
 
     gr.on([prompt.change, negative.change, backbone.change], count, [backbone, prompt, negative], tokens,
           api_name="count_tokens", trigger_mode="always_last")
+    def readiness_rows():
+        return [_readiness_row(lab, spec) for spec in lab.backbones()]
+
+    gr.on([demo.load, table_btn.click], readiness_rows, None, table, api_name="readiness")
     gr.on([demo.load, folder.change], scenes_of, folder, scene, **INTERNAL)
     scene.change(on_scene, [folder, scene, backbone], [pre, post, prompt, *meta], **INTERNAL)
     gr.on([demo.load, backbone.change], on_backbone, backbone,
@@ -277,6 +289,15 @@ def _token_text(report: dict | None, prompt: str) -> str:
         else:
             parts.append(f"{label}: {r['prompt_tokens']} / {r['limit']} tokens")
     return " · ".join(parts)
+
+
+def _readiness_row(lab, spec) -> list:
+    try:
+        state = lab.readiness(spec.id)
+    except LabError as err:
+        return [spec.label, "no", "", "", spec.vram_gb or "", str(err)]
+    size = f"{state.size_bytes / 1e9:.2f}" if state.size_bytes else ""
+    return [spec.label, "yes" if state.ready else "no", state.where, size, spec.vram_gb or "", state.missing]
 
 
 def _run_info(runs) -> str:

@@ -44,3 +44,12 @@ def test_token_counter_says_where_an_encoder_would_cut(client):
     assert "/ 75 tokens" in short
     missing = client.predict("sd21", "a town", "", api_name="/count_tokens")
     assert "once this backbone's files are on disk" in missing
+
+
+def test_readiness_table_lists_every_backbone_without_downloading(client):
+    table = client.predict(api_name="/readiness")
+    rows = {row[0]: row for row in table["data"]}
+    assert rows["Tiny random SD 2.1 (tests)"][1] == "yes"
+    sd21 = rows["Stable Diffusion 2.1"]
+    assert sd21[1] == "no" and "stabilityai/stable-diffusion-2-1" in sd21[5]
+    assert {"SDXL Turbo", "Stable Diffusion 3 medium", "InstructPix2Pix"} <= set(rows)

@@ -33,6 +33,8 @@ demo-scenes: setup
 bench: setup
 	$(BIN)/python bench/bench_index.py
 	$(BIN)/python bench/bench_scoring.py
+	$(BIN)/python bench/bench_generate.py
+	$(BIN)/python bench/bench_switch.py
 
 clean:
 	rm -rf lab-work .pytest_cache

@@ -349,6 +349,26 @@ class DiffusersBackend:
             return list(p(**kwargs).images)
 
 
+class ClipWindowPrompts:
+    """Prompt handling of one-CLIP-encoder backbones (the SD 1.x/2.x family): prompts past
+    75 tokens are encoded in 75-token windows and concatenated instead of being cut."""
+
+    def prompt_kwargs(self, p, request, device) -> dict:
+        from core.generation.prompts import encode_long_prompt_sd, needs_chunking
+
+        if not needs_chunking(p, request.prompt, request.negative_prompt):
+            return super().prompt_kwargs(p, request, device)
+        embeds, negative = encode_long_prompt_sd(p, request.prompt, request.negative_prompt, device)
+        return {"prompt_embeds": embeds, "negative_prompt_embeds": negative}
+
+    def prompt_handling(self, pipe, request) -> str:
+        from core.generation.prompts import needs_chunking
+
+        if needs_chunking(pipeline_for(pipe, request.mode), request.prompt, request.negative_prompt):
+            return "clip: 75-token windows encoded separately and concatenated"
+        return "text"
+
+
 def _has_variant(folder: Path, variant: str) -> bool:
     """Whether the denoiser of a pipeline folder has `variant` weights (e.g. *.fp16.safetensors)."""
     for sub in ("unet", "transformer"):

@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from core.backends import BackendSpec, register
-from core.backends.common import (DiffusersBackend, LoadedPipeline, UNET_SCHEDULERS, pipeline_for,
+from core.backends.common import (ClipWindowPrompts, DiffusersBackend, LoadedPipeline, UNET_SCHEDULERS, pipeline_for,
                                   torch_dtype, validate_common)
 from core.errors import ModelLoadError, ModelNotAvailable, RequestError
 
@@ -140,7 +140,7 @@ def resolve_base(folder: str | Path | None, base: str | Path | None = None,
 
 
 # -- the backend --------------------------------------------------------------------------
-class ControlNetBackend(DiffusersBackend):
+class ControlNetBackend(ClipWindowPrompts, DiffusersBackend):
     """A user-trained ControlNet on an SD 2.1 base, conditioned on the pre-event tile."""
 
     default_scheduler_class = "DDIMScheduler"
@@ -250,22 +250,6 @@ class ControlNetBackend(DiffusersBackend):
         )
 
     # -- running ------------------------------------------------------------------------
-    def prompt_kwargs(self, p, request, device) -> dict:
-        from core.generation.prompts import encode_long_prompt_sd, needs_chunking
-
-        if not needs_chunking(p, request.prompt, request.negative_prompt):
-            return super().prompt_kwargs(p, request, device)
-        embeds, negative = encode_long_prompt_sd(p, request.prompt, request.negative_prompt, device)
-        return {"prompt_embeds": embeds, "negative_prompt_embeds": negative}
-
-    def prompt_handling(self, pipe, request) -> str:
-        from core.generation.prompts import needs_chunking
-
-        p = pipeline_for(pipe, request.mode)
-        if needs_chunking(p, request.prompt, request.negative_prompt):
-            return "clip: 75-token windows encoded separately and concatenated"
-        return "text"
-
     def run(self, pipe, request, *, init_image=None, control_image=None, generators: list,
             callback=None) -> list:
         """PIL images for `request`, one per generator. The condition image is

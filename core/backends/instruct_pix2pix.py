@@ -19,7 +19,7 @@ from __future__ import annotations
 from typing import Any
 
 from core.backends import BackendSpec, register
-from core.backends.common import (DiffusersBackend, LoadedPipeline, UNET_SCHEDULERS, pipeline_for, torch_dtype,
+from core.backends.common import (ClipWindowPrompts, DiffusersBackend, LoadedPipeline, UNET_SCHEDULERS, pipeline_for, torch_dtype,
                                   validate_common)
 from core.errors import GenerationCancelled, ModelLoadError, RequestError
 
@@ -33,7 +33,7 @@ NOTES = (
 )
 
 
-class InstructPix2PixBackend(DiffusersBackend):
+class InstructPix2PixBackend(ClipWindowPrompts, DiffusersBackend):
     """InstructPix2Pix through diffusers' StableDiffusionInstructPix2PixPipeline."""
 
     default_scheduler_class = None  # keep the checkpoint's (Euler Ancestral)
@@ -111,21 +111,6 @@ class InstructPix2PixBackend(DiffusersBackend):
         )
 
     # -- running ------------------------------------------------------------------------
-    def prompt_kwargs(self, p, request, device) -> dict:
-        from core.generation.prompts import encode_long_prompt_sd, needs_chunking
-
-        if not needs_chunking(p, request.prompt, request.negative_prompt):
-            return super().prompt_kwargs(p, request, device)
-        embeds, negative = encode_long_prompt_sd(p, request.prompt, request.negative_prompt, device)
-        return {"prompt_embeds": embeds, "negative_prompt_embeds": negative}
-
-    def prompt_handling(self, pipe, request) -> str:
-        from core.generation.prompts import needs_chunking
-
-        if needs_chunking(pipeline_for(pipe, request.mode), request.prompt, request.negative_prompt):
-            return "clip: 75-token windows encoded separately and concatenated"
-        return "text"
-
     def run(self, pipe, request, *, init_image=None, control_image=None, generators: list,
             callback=None) -> list:
         """PIL images for `request` (one per generator): the pre-event tile edited by the

@@ -8,10 +8,10 @@ Prompts longer than 75 CLIP tokens are encoded whole, by 75-token windows
 from __future__ import annotations
 
 from core.backends import BackendSpec, register
-from core.backends.common import DiffusersBackend
+from core.backends.common import ClipWindowPrompts, DiffusersBackend
 
 
-class SD21Backend(DiffusersBackend):
+class SD21Backend(ClipWindowPrompts, DiffusersBackend):
     """SD 2.1 through diffusers' StableDiffusion(Img2Img)Pipeline."""
 
     default_scheduler_class = "DDIMScheduler"
@@ -34,21 +34,6 @@ class SD21Backend(DiffusersBackend):
             notes="SDEdit img2img from the pre-event tile (strength 0.8 = mostly re-imagined). "
                   "v-prediction, DDIM. Prompts past 75 CLIP tokens are encoded in 75-token windows.",
         )
-
-    def prompt_kwargs(self, p, request, device) -> dict:
-        from core.generation.prompts import encode_long_prompt_sd, needs_chunking
-
-        if not needs_chunking(p, request.prompt, request.negative_prompt):
-            return super().prompt_kwargs(p, request, device)
-        embeds, negative = encode_long_prompt_sd(p, request.prompt, request.negative_prompt, device)
-        return {"prompt_embeds": embeds, "negative_prompt_embeds": negative}
-
-    def prompt_handling(self, pipe, request) -> str:
-        from core.generation.prompts import needs_chunking
-
-        if needs_chunking(pipe, request.prompt, request.negative_prompt):
-            return "clip: 75-token windows encoded separately and concatenated"
-        return "text"
 
 
 SD21 = register(SD21Backend())

@@ -53,3 +53,20 @@ def test_readiness_table_lists_every_backbone_without_downloading(client):
     sd21 = rows["Stable Diffusion 2.1"]
     assert sd21[1] == "no" and "stabilityai/stable-diffusion-2-1" in sd21[5]
     assert {"SDXL Turbo", "Stable Diffusion 3 medium", "InstructPix2Pix"} <= set(rows)
+
+
+def test_stop_ends_a_running_generation_and_saves_nothing(client):
+    import time
+
+    scene = "demo-tsunami_00000006"
+    before = len(client.predict(scene, api_name="/list_runs")["choices"])
+    params = [scene, "tiny-sd21", "a flooded coast", "", "txt2img", 100, 7.5, 1.0, 64, 11, 1,
+              1.5, 1.0, False, 0, 0, 0, 0, 0, 0, 0]
+    job = client.submit(*params, api_name="/generate")
+    deadline = time.time() + 60
+    while time.time() < deadline and not (job.status().progress_data or job.done()):
+        time.sleep(0.05)  # wait until denoising has started
+    client.predict(api_name="/stop")
+    job.result(timeout=120)
+    after = len(client.predict(scene, api_name="/list_runs")["choices"])
+    assert after == before

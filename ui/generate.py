@@ -120,23 +120,20 @@ def build_generate(lab, demo: gr.Blocks, folder: gr.State):
     def run(path, *values, progress=gr.Progress()):
         request = _request(lab, values)
         cancel = _new_token()
-        yield {token: cancel, run_btn: gr.Button(interactive=False)}
+        yield {token: cancel}
         try:
             runs = yield from _stream(lab, request, lab.dataset(path), cancel, progress, preview)
         except GenerationCancelled as err:
             gr.Info(str(err))
-            yield {run_btn: gr.Button(interactive=True)}
             return
         except LabError as err:
             raise gr.Error(str(err), duration=None) from err
         yield {gallery: [(r.image_path.as_posix(), f"seed {r.record['params']['seed']}") for r in runs],
-               info: _run_info(runs), newest: runs[-1].run_id, to_evaluate: gr.Button(interactive=True),
-               run_btn: gr.Button(interactive=True)}
+               info: _run_info(runs), newest: runs[-1].run_id, to_evaluate: gr.Button(interactive=True)}
 
     def stop(cancel):
         if cancel is not None:
             cancel.cancel()
-        return gr.Button(interactive=True)
 
     @user_errors
     def compare(path, chosen, sweep_name, sweep_values, *values, progress=gr.Progress()):
@@ -173,9 +170,9 @@ def build_generate(lab, demo: gr.Blocks, folder: gr.State):
           [ready, download, mode, steps, guidance, strength, size, image_guidance, control_scale, negative,
            meta_box], **INTERNAL)
     download.click(fetch, backbone, ready, api_name="download_backbone")
-    run_btn.click(run, [folder, *params], [token, run_btn, preview, gallery, info, newest, to_evaluate],
+    run_btn.click(run, [folder, *params], [token, preview, gallery, info, newest, to_evaluate],
                   api_name="generate", **GPU)
-    stop_btn.click(stop, token, run_btn, api_name="stop", queue=False)
+    stop_btn.click(stop, token, None, api_name="stop", queue=False)
     compare_btn.click(compare, [folder, compare_with, sweep, values, *params], grid, api_name="compare", **GPU)
     return scene, to_evaluate, newest
 
@@ -264,7 +261,8 @@ def _readiness_text(lab, backbone_id) -> str:
     size = f" ({state.size_bytes / 1e9:.1f} GB)" if state.size_bytes else ""
     head = f"**{spec.label}** is ready: `{state.where}`{size}" if state.ready else \
         f"**{spec.label}** is not on this machine. {state.missing}"
-    return head + (f"\n\n{spec.notes}" if spec.notes else "")
+    notes = spec.notes.replace("<", "&lt;")  # folder patterns like checkpoint-<step> are not HTML
+    return head + (f"\n\n{notes}" if notes else "")
 
 
 ENCODER_NAMES = {"clip": "CLIP", "clip2": "CLIP 2", "t5": "T5"}

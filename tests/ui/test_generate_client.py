@@ -70,3 +70,14 @@ def test_stop_ends_a_running_generation_and_saves_nothing(client):
     job.result(timeout=120)
     after = len(client.predict(scene, api_name="/list_runs")["choices"])
     assert after == before
+
+
+def test_a_backbone_that_is_not_downloaded_says_how_to_get_it(client):
+    import pytest
+
+    params = [SCENE, "sd21", *PARAMS[2:]]
+    with pytest.raises(Exception, match="stabilityai/stable-diffusion-2-1"):
+        client.predict(*params, api_name="/generate")
+    # The app keeps working: the tiny backbone still generates.
+    assert "Saved 1 run(s)" in client.predict(*[SCENE, "tiny-sd21", *PARAMS[2:10], 1, *PARAMS[11:]],
+                                               api_name="/generate")[2]

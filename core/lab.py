@@ -44,6 +44,7 @@ class Lab:
         self._lock = threading.Lock()
         self._lpips = None
         self._models = None
+        self._tokenizer_cache: dict[str, dict] = {}
 
     # -- data ---------------------------------------------------------------------------
     def dataset(self, data_dir: Path | str | None = None, *, refresh: bool = False):
@@ -169,7 +170,7 @@ class Lab:
         """The backbone's tokenizers by encoder name, loaded once from its folder or cache."""
         from core.generation.prompts import TOKENIZER_ATTRIBUTES
 
-        cache = self.__dict__.setdefault("_tokenizer_cache", {})
+        cache = self._tokenizer_cache
         if backbone_id not in cache:
             state = self.readiness(backbone_id)
             if not state.ready:

@@ -1,0 +1,260 @@
+"""Captioners: template, T5 summary + CLIP fit, CogVLM2 adapter (fake), Qwen2-VL (tiny), batch."""
+
+from __future__ import annotations
+
+import re
+import threading
+
+import numpy as np
+import pytest
+
+from core.captions.captioners import (CAPTIONERS, CaptionContext, ModelBundle, TemplateCaptioner,
+                                      get_captioner)
+from core.errors import ModelLoadError
+
+torch = pytest.importorskip("torch")
+torch.set_num_threads(1)
+
+COUNTS = {"no-damage": 30, "minor-damage": 4, "major-damage": 3, "destroyed": 5,
+          "un-classified": 0, "total": 42}
+IMAGE = np.random.default_rng(0).integers(0, 255, (32, 32, 3), dtype=np.uint8)
+
+
+@pytest.fixture(scope="module")
+def clip_tok():
+    from tests.tiny.sd import tiny_clip_tokenizer
+
+    return tiny_clip_tokenizer()
+
+
+def n_clip(tok, text):
+    return len(tok(text, add_special_tokens=True, truncation=False).input_ids)
+
+
+# -- template ----------------------------------------------------------------------------
+def test_template_captions_pre_and_post(clip_tok):
+    cap = get_captioner("template")
+    assert isinstance(cap, TemplateCaptioner) and not cap.needs_model
+    post = cap.caption(IMAGE, CaptionContext("x_1", "post", "midwest-flooding", "flooding", COUNTS))
+    pre = cap.caption(IMAGE, CaptionContext("x_1", "pre", "midwest-flooding", "flooding", COUNTS))
+    assert post == ("A satellite image after a flood: 42 buildings, 5 destroyed, 3 with major damage, "
+                    "4 with minor damage, 30 undamaged.")
+    assert pre == "A satellite image of a town before a flood, with 42 buildings."
+    bare = cap.caption(IMAGE, CaptionContext("x_1", "post"))
+    assert bare == "A satellite image after a disaster."
+    assert cap.caption(IMAGE, CaptionContext("x_1", "post", None, "wind", COUNTS)) == \
+        cap.caption(IMAGE, CaptionContext("x_1", "post", None, "wind", COUNTS))
+    # The tiny test tokenizer spends about one token per letter, so it cannot stand in for
+    # CLIP's word-level BPE here. Proxy: CLIP gives common English words, numbers up to a few
+    # digits and punctuation marks about one token each; even huge counts stay far below 75.
+    worst = cap.caption(IMAGE, CaptionContext("x", "post", None, "volcano", {
+        "no-damage": 12345, "minor-damage": 2345, "major-damage": 3456, "destroyed": 4567,
+        "total": 22713}))
+    for text in (pre, post, bare, worst):
+        assert len(re.findall(r"[A-Za-z]+|\d{1,3}|[^\w\s]", text)) <= 50, text
+    assert {"template", "cogvlm2", "cogvlm2-int4", "qwen2-vl"} <= set(CAPTIONERS)
+    with pytest.raises(KeyError):
+        get_captioner("nope")
+    with pytest.raises(ValueError):
+        CaptionContext("x", "during")
+
+
+# -- fit_clip ----------------------------------------------------------------------------
+LONG = ("Floodwaters have submerged the streets of the riverside town. Dozens of houses stand in "
+        "brown water up to their roofs. Emergency crews should prioritise the northern "
+        "district where the damage is heaviest. Roads to the east remain passable.")
+
+
+@pytest.mark.parametrize("text", [
+    LONG,
+    LONG.replace(". ", ", "),  # one giant sentence: needs a word cut
+    "supercalifragilistic " * 30,
+    " ".join(f"w{i}" for i in range(200)),
+])
+def test_fit_clip_always_fits_and_never_cuts_words(clip_tok, text):
+    from core.captions.t5 import fit_clip
+
+    fitted, how = fit_clip(text, clip_tok)
+    assert n_clip(clip_tok, fitted) <= 77
+    assert how != "fits"
+    words = text.split()
+    kept = fitted.split()
+    assert kept, how
+    # every kept word is a whole word of the original (a trailing comma may be dropped)
+    assert words[: len(kept) - 1] == kept[:-1]
+    assert words[len(kept) - 1].rstrip(",;:") == kept[-1].rstrip(",;:")
+    m = re.search(r"cut at word (\d+)", how)
+    if m:
+        assert int(m.group(1)) == len(kept)
+        # one more word would not fit: the cut is as late as possible
+        assert n_clip(clip_tok, " ".join(words[: len(kept) + 1])) > 77
+
+
+def test_fit_clip_drops_sentences_first_and_keeps_short_text(clip_tok):
+    from core.captions.t5 import fit_clip
+
+    short = "A flooded town."
+    assert fit_clip(short, clip_tok) == (short, "fits")
+    text = "A flooded town. " * 30
+    fitted, how = fit_clip(text, clip_tok)
+    assert how.startswith("dropped ") and "sentences" in how and "cut" not in how
+    assert fitted.endswith(".") and n_clip(clip_tok, fitted) <= 77
+    dropped = int(how.split()[1])
+    assert len(fitted.split(". ")) == 30 - dropped
+    # limit is the total with begin/end tokens
+    fitted, _ = fit_clip(LONG, clip_tok, limit=20)
+    assert n_clip(clip_tok, fitted) <= 20
+
+
+# -- T5 ----------------------------------------------------------------------------------
+def test_t5_summariser_loads_folder_through_manager_and_fits(clip_tok):
+    from core.captions.t5 import T5_SETTINGS, T5Summariser
+    from core.models.manager import ModelManager
+    from tests.tiny.captions import tiny_t5_folder
+
+    assert T5_SETTINGS["num_beams"] == 4 and T5_SETTINGS["min_new_tokens"] == 30
+    assert T5_SETTINGS["max_new_tokens"] == 70 and T5_SETTINGS["length_penalty"] == 2.0
+    manager = ModelManager(device="cpu", ram_budget_gb=1)
+    summariser = T5Summariser(str(tiny_t5_folder()), manager=manager)
+    summary = summariser.summarise(LONG * 20)  # longer than 512 T5 tokens: truncated, no error
+    assert isinstance(summary, str) and summary
+    assert manager.resident() == summariser.model_key
+    result = summariser.summarise_to_fit(LONG, clip_tok, limit=20)
+    assert result.clip_tokens <= 20 and result.summary
+    assert result.how == "fits" or result.how.startswith(("dropped", "cut", "no word"))
+
+
+# -- CogVLM2 (fake remote code) ------------------------------------------------------------
+def test_cogvlm2_adapter_against_fake_remote_code():
+    from core.captions.cogvlm2 import CogVLM2Captioner
+    from tests.tiny.captions import FakeCogVLM2RemoteCode, FakeLlama3Tokenizer
+
+    fake = FakeCogVLM2RemoteCode()
+    cap = get_captioner("cogvlm2")
+    assert isinstance(cap, CogVLM2Captioner) and cap.source == "THUDM/cogvlm2-llama3-chat-19B"
+    assert cap.spec_dtype == "bf16"
+    cap.bind(ModelBundle(model=fake, processor=FakeLlama3Tokenizer()))
+    text = cap.caption(IMAGE, CaptionContext("s", "pre", "midwest-flooding", "flooding"))
+    assert text == "Flood waters cover the streets."
+    built = fake.built[0]
+    assert built["query"] == (
+        "Describe this pre-event satellite image in detail. The disaster type is flooding. Give a "
+        "description in one paragraph. The description should be in the style of a news article "
+        "and should be informative and actionable.")
+    assert built["history"] == [] and built["template_version"] == "chat"
+    assert len(built["images"]) == 1 and built["images"][0].size == (32, 32)
+    gen = fake.generated[0]
+    assert gen["do_sample"] is False and gen["top_k"] == 1
+    assert gen["input_ids"].shape[0] == 1 and gen["images"][0][0].shape == (3, 8, 8)
+    assert gen["images"][0][0].dtype == torch.float32
+    short = CogVLM2Captioner(length="one sentence", int4=True)
+    assert short.id == "cogvlm2-int4" and short.source.endswith("-int4")
+    assert "in one sentence" in short.prompt(CaptionContext("s", "post", None, "wind"))
+
+
+def test_cogvlm2_version_check_fails_before_loading(tmp_path):
+    from core.captions.cogvlm2 import CogVLM2Captioner, check_transformers
+
+    check_transformers("4.40.2")
+    check_transformers("4.43.4")
+    for bad in ("4.39.0", "4.44.0", "4.47.1", "5.23.0"):
+        with pytest.raises(ModelLoadError, match="4.40.2"):
+            check_transformers(bad)
+    cap = CogVLM2Captioner(source=str(tmp_path / "not-there"))
+    with pytest.raises(ModelLoadError, match="transformers 5"):  # installed one is 5.x
+        cap.loader("cpu", torch.float32)
+
+
+# -- Qwen2-VL (tiny, real loading) ----------------------------------------------------------
+def test_native_vlm_tiny_qwen2_vl_generates_on_cpu():
+    from core.models.manager import ModelManager
+    from tests.tiny.captions import tiny_qwen2_vl_folder
+
+    cap = get_captioner("qwen2-vl", source=str(tiny_qwen2_vl_folder()), max_new_tokens=6)
+    manager = ModelManager(device="cpu", ram_budget_gb=1)
+    ctx = CaptionContext("s", "post", "hurricane-michael", "wind", COUNTS)
+    with manager.use(cap.model_key, cap.loader, spec_dtype=cap.spec_dtype) as bundle:
+        cap.bind(bundle)
+        batch = cap.preprocess(IMAGE, ctx)
+        assert "pixel_values" in batch and "image_grid_thw" in batch
+        text = cap.postprocess(cap.forward(batch), ctx)
+    assert isinstance(text, str) and text == text.strip()
+    assert "post-event" in cap.prompt(ctx) and "wind" in cap.prompt(ctx)
+
+
+# -- batch -------------------------------------------------------------------------------
+class _Cancel:
+    def __init__(self):
+        self.cancelled = False
+
+
+class _CountingTemplate(TemplateCaptioner):
+    def __init__(self, cancel_after=None, cancel=None):
+        super().__init__()
+        self.calls, self.cancel_after, self.cancel = 0, cancel_after, cancel
+
+    def caption(self, image, context):
+        self.calls += 1
+        if self.cancel_after is not None and self.calls >= self.cancel_after:
+            self.cancel.cancelled = True
+        return super().caption(image, context)
+
+
+@pytest.fixture
+def index_and_store(tmp_path):
+    from core.captions.store import CaptionStore
+    from core.data.index import index_dataset
+    from tests.xbd_trees import make_images_labels
+
+    index = index_dataset(make_images_labels(tmp_path / "xbd"), cache_dir=tmp_path / "cache")
+    store = CaptionStore(tmp_path / "captions.sqlite")
+    yield index, store
+    store.close()
+
+
+def test_batch_resumes_and_cancels(index_and_store):
+    from core.captions.batch import caption_scenes
+
+    index, store = index_and_store
+    scenes = [s.scene_id for s in index.scenes]
+    assert len(scenes) == 2
+    cancel = _Cancel()
+    cap = _CountingTemplate(cancel_after=1, cancel=cancel)
+    seen = []
+    report = caption_scenes(index, scenes, cap, store=store, cancel=cancel,
+                            progress=lambda d, t, m: seen.append((d, t)))
+    assert report.cancelled and len(report.captioned) == 1 and cap.calls == 1
+    assert seen == [(1, 4)]
+
+    cap2 = _CountingTemplate()
+    report = caption_scenes(index, scenes, cap2, store=store)
+    assert not report.cancelled and len(report.captioned) == 3 and len(report.skipped) == 1
+    record = store.get(report.captioned[0])
+    assert record.machine_model == "template" and record.machine_caption.startswith("A satellite image")
+
+    cap3 = _CountingTemplate()
+    report = caption_scenes(index, scenes, cap3, store=store)
+    assert cap3.calls == 0 and len(report.skipped) == 4 and "4 already done" in report.summary()
+
+
+def test_batch_with_summariser_through_manager_fits_clip(index_and_store, clip_tok):
+    from core.captions.batch import caption_scenes
+    from core.captions.t5 import T5Summariser
+    from core.models.manager import ModelManager
+    from tests.tiny.captions import tiny_t5_folder
+
+    index, store = index_and_store
+    manager = ModelManager(device="cpu", ram_budget_gb=1)
+    summariser = T5Summariser(str(tiny_t5_folder()))
+    event = threading.Event()
+    report = caption_scenes(index, [index.scenes[0]], TemplateCaptioner(), store=store,
+                            phases=("post",), summariser=summariser, clip_tokenizer=clip_tok,
+                            manager=manager, cancel=event)
+    assert len(report.summarised) == 1 and not report.cancelled
+    record = store.get(report.summarised[0])
+    assert record.summary and record.summary_model.startswith("t5:")
+    assert n_clip(clip_tok, record.summary) <= 77
+    assert manager.resident() == summariser.model_key
+    event.set()
+    report = caption_scenes(index, [index.scenes[1]], TemplateCaptioner(), store=store, cancel=event)
+    assert report.cancelled and not report.captioned

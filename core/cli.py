@@ -56,6 +56,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--models", type=Path, help="folder of local model folders, one per backbone id")
     p.add_argument("--json", action="store_true", help="print JSON")
 
+    p = sub.add_parser("caption", help="machine-caption tiles into the caption store (resumes)")
+    p.add_argument("--data", type=Path, required=True, help="the xBD folder")
+    p.add_argument("--captioner", default="template", help="template, cogvlm2, cogvlm2-int4 or qwen2-vl")
+    p.add_argument("--summarise", metavar="BACKBONE",
+                   help="summarise with T5 and fit the summary to this backbone's 77 CLIP tokens")
+    p.add_argument("--phase", choices=["pre", "post", "both"], default="both")
+    p.add_argument("--disaster", help="only this disaster")
+    p.add_argument("--split", help="only this split")
+    p.add_argument("--damage", help="only scenes with this damage (e.g. destroyed, any-damage)")
+    p.add_argument("--models", type=Path, help="folder of local model folders")
+    p.add_argument("--json", action="store_true", help="print JSON")
+
+    p = sub.add_parser("captions", help="import or export captions")
+    csub = p.add_subparsers(dest="captions_command", required=True)
+    c = csub.add_parser("import", help="import the course's captions.jsonl")
+    c.add_argument("file", type=Path)
+    c.add_argument("--json", action="store_true", help="print JSON")
+    c = csub.add_parser("export", help="export captions")
+    c.add_argument("--format", choices=["course", "controlnet"], required=True,
+                   help="course: captions.jsonl; controlnet: diffusers training metadata.jsonl")
+    c.add_argument("--out", type=Path, required=True)
+    c.add_argument("--data", type=Path, help="controlnet: the xBD folder whose pairs to export")
+    c.add_argument("--disaster", help="controlnet: only this disaster")
+    c.add_argument("--split", help="controlnet: only this split")
+    c.add_argument("--json", action="store_true", help="print JSON")
+
     p = sub.add_parser("demo-scenes", help="regenerate the synthetic demo scenes")
     p.add_argument("--out", type=Path, required=True, help="folder to write them to")
     p.add_argument("--json", action="store_true", help="print JSON")
@@ -188,7 +214,37 @@ def cmd_backbones(args) -> dict:
     return out
 
 
-COMMANDS = {"index": cmd_index, "score": cmd_score, "baseline": cmd_baseline,
+def cmd_caption(args) -> dict:
+    lab = _lab(args, models_dir=args.models)
+    index = lab.dataset(args.data)
+    scenes = index.filter(disaster=args.disaster, split=args.split, damage=args.damage)
+    phases = ("pre", "post") if args.phase == "both" else (args.phase,)
+    report = lab.caption_scenes(index, scenes, args.captioner, phases=phases, summarise_for=args.summarise,
+                                progress=lambda done, total, name: print(f"[{done}/{total}] {name}",
+                                                                         file=sys.stderr))
+    return {"summary": report.summary(), "captioned": len(report.captioned), "skipped": len(report.skipped),
+            "failed": [list(f) if isinstance(f, tuple) else f for f in report.failed]}
+
+
+def cmd_captions(args) -> dict:
+    store = _lab(args).captions
+    if args.captions_command == "import":
+        report = store.import_course_jsonl(args.file)
+        return {"summary": report.summary(), "bad_lines": [{"line": n, "reason": r} for n, r in report.bad]}
+    if args.format == "course":
+        return {"written": store.export_course_jsonl(args.out), "file": str(args.out)}
+    if not args.data:
+        raise LabError("--format controlnet needs --data: the xBD folder holding the image pairs.")
+    from core.captions.store import controlnet_pairs
+
+    index = _lab(args).dataset(args.data)
+    scenes = index.filter(disaster=args.disaster, split=args.split)
+    pairs, skipped = controlnet_pairs(index, scenes, store, relative_to=None)
+    return {"written": store.export_controlnet_metadata(args.out, pairs), "skipped": skipped,
+            "file": str(args.out)}
+
+
+COMMANDS = {"index": cmd_index, "caption": cmd_caption, "captions": cmd_captions, "score": cmd_score, "baseline": cmd_baseline,
             "generate": cmd_generate, "backbones": cmd_backbones, "demo-scenes": cmd_demo_scenes}
 
 

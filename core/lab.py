@@ -45,6 +45,7 @@ class Lab:
         self._lpips = None
         self._models = None
         self._tokenizer_cache: dict[str, dict] = {}
+        self._captions = None
 
     # -- data ---------------------------------------------------------------------------
     def dataset(self, data_dir: Path | str | None = None, *, refresh: bool = False):
@@ -64,6 +65,49 @@ class Lab:
         with self._lock:
             roots.update(self._indexes)
         return sorted(roots)
+
+    # -- captions -------------------------------------------------------------------------
+    @property
+    def captions(self):
+        """The caption store (`<work_dir>/captions.sqlite`), shared by every user of the app."""
+        from core.captions.store import CaptionStore
+
+        with self._lock:
+            if self._captions is None:
+                self._captions = CaptionStore(Path(self.settings.work_dir) / "captions.sqlite")
+            return self._captions
+
+    def caption_scenes(self, index, scenes, captioner_id: str, *, phases=("pre", "post"),
+                       summarise_for: str | None = None, progress=None, cancel=None):
+        """Machine-caption the scenes' tiles into the store (resuming: tiles this captioner
+        already did are skipped). With `summarise_for` (a backbone id), T5 summaries are
+        shortened until that backbone's CLIP tokenizer counts at most 77 tokens.
+        Returns the batch report."""
+        from core.captions.batch import caption_scenes
+        from core.captions.captioners import get_captioner
+
+        captioner = get_captioner(captioner_id)
+        summariser = clip_tokenizer = None
+        if summarise_for:
+            from core.captions.t5 import T5Summariser
+
+            tokenizers = self._tokenizers(summarise_for)
+            if not tokenizers or "clip" not in tokenizers:
+                raise LabError(f"To fit summaries to 77 CLIP tokens, {summarise_for}'s tokenizer must be on "
+                               "disk: download that backbone first, or summarise for another one.")
+            clip_tokenizer = tokenizers["clip"]
+            t5_folder = Path(self.settings.models_dir or "") / "t5"
+            summariser = T5Summariser(str(t5_folder) if self.settings.models_dir and t5_folder.is_dir()
+                                      else "google-t5/t5-large", manager=self.models)
+        return caption_scenes(index, scenes, captioner, store=self.captions, phases=tuple(phases),
+                              summariser=summariser, clip_tokenizer=clip_tokenizer, manager=self.models,
+                              progress=progress, cancel=cancel)
+
+    def scene_caption(self, scene: Scene, phase: str = "post") -> str | None:
+        """The current caption of one of the scene's images, or None."""
+        path = scene.post_image if phase == "post" else scene.pre_image
+        record = self.captions.get(path.name) if path is not None else None
+        return record.text if record is not None and record.text else None
 
     # -- runs ---------------------------------------------------------------------------
     @property
@@ -203,10 +247,15 @@ class Lab:
         return request
 
     def default_prompt(self, index, scene_id: str | None) -> str:
-        """The course's img2img prompt for a scene, from its disaster type."""
+        """The scene's post-event caption when one exists, else the course's img2img
+        template from its disaster type."""
         kind = None
         if scene_id:
-            kind = index.scene_info(index.get(scene_id)).disaster_type
+            scene = index.get(scene_id)
+            caption = self.scene_caption(scene, "post")
+            if caption:
+                return caption
+            kind = index.scene_info(scene).disaster_type
         return f"A satellite image after being affected by {kind or 'a natural disaster'}"
 
     def request_from(self, fields: dict, index) -> GenerationRequest:

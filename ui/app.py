@@ -5,6 +5,7 @@ from __future__ import annotations
 import gradio as gr
 
 from ui.browse import build_browse
+from ui.captions import SHORTCUTS_JS, build_captions
 from ui.evaluate import build_evaluate
 from ui.generate import build_generate
 from ui.placeholders import build_placeholder
@@ -23,7 +24,7 @@ def build_ui(lab) -> gr.Blocks:
                     "look inside the model, and score it against what really happened.")
         with gr.Tabs() as tabs:
             browse = build_browse(lab, demo)
-            build_placeholder("Captions")
+            build_captions(lab, demo, browse.opened)
             gen_scene, gen_to_evaluate, gen_newest = build_generate(lab, demo, browse.opened)
             build_placeholder("Attention")
             eval_scene = build_evaluate(lab, demo, browse.opened)
@@ -51,6 +52,7 @@ def launch_options(lab) -> dict:
         "theme": gr.themes.Soft(),
         "css": CSS,
         "footer_links": ["api"],
+        "head": SHORTCUTS_JS,
     }
 
 

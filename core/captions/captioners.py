@@ -34,6 +34,7 @@ import importlib
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from core.errors import LabError
 from core.types import DAMAGE_CLASSES, PHASES
 
 
@@ -283,7 +284,7 @@ def get_captioner(captioner_id: str, **options: Any) -> Captioner:
     constructor (e.g. `source=` a local folder or hub mirror id). Loads no weights."""
     entry = _REGISTRY.get(captioner_id)
     if entry is None:
-        raise KeyError(f"Unknown captioner {captioner_id!r}; choose one of {', '.join(CAPTIONERS)}.")
+        raise LabError(f"Unknown captioner {captioner_id!r}; choose one of {', '.join(CAPTIONERS)}.")
     target, defaults = entry
     module_name, class_name = target.split(":")
     cls: Callable[..., Captioner] = getattr(importlib.import_module(module_name), class_name)

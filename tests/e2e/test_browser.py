@@ -131,3 +131,28 @@ def test_generate_one_image_and_a_comparison_grid(app, page):
     page.locator("#gen-grid img").wait_for()
     page.wait_for_timeout(500)
     page.screenshot(path=str(ARTIFACTS / "05-compare.png"), full_page=True)
+
+
+def test_a_caption_edit_survives_a_page_reload(app, page):
+    page.goto(app)
+    page.get_by_role("tab", name="Captions").click()
+    page.get_by_text("Caption these tiles by machine").click()
+    page.locator("#cap-run").click()
+    page.locator("#cap-batch").get_by_text("captioned").wait_for()
+    editor = page.locator("#cap-editor textarea")
+    editor.wait_for()
+    page.wait_for_function("() => document.querySelector('#cap-editor textarea').value.length > 0")
+    tile = page.locator("#cap-image input").input_value()
+    editor.fill("Corrected by hand: the flood reached the school.")
+    editor.press("End")
+    editor.type(" Roads closed.")
+    page.locator("#cap-saved").get_by_text("edited").wait_for()
+    page.screenshot(path=str(ARTIFACTS / "06-captions.png"), full_page=True)
+
+    page.reload()
+    page.get_by_role("tab", name="Captions").click()
+    page.locator("#cap-image input").wait_for()
+    page.wait_for_function("t => document.querySelector('#cap-image input').value === t", arg=tile)
+    page.wait_for_function(
+        "() => document.querySelector('#cap-editor textarea').value.endsWith('Roads closed.')")
+    assert editor.input_value() == "Corrected by hand: the flood reached the school. Roads closed."

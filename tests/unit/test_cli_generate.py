@@ -83,3 +83,15 @@ def test_backbones_lists_readiness_without_downloading(cli):
     assert code == 0
     assert out["tiny-sd21"]["ready"] is True
     assert out["sd21"]["ready"] is False and "stabilityai/stable-diffusion-2-1" in out["sd21"]["missing"]
+
+
+def test_the_scene_caption_is_the_default_prompt(cli, tmp_path):
+    from core.config import Settings
+    from core.lab import Lab
+
+    lab = Lab(Settings.load())  # the same work folder as the CLI (XBDLAB_WORK_DIR)
+    lab.captions.save_edit(f"{SCENE}_post_disaster.png", "Burnt houses along the ridge road.", author="test")
+    code, out, err = cli("generate", "--data", str(DEMO_SCENES), "--runs", str(tmp_path / "runs"), *TINY)
+    assert code == 0, err
+    record = json.loads((tmp_path / "runs" / out["runs"][0] / "run.json").read_text())
+    assert record["params"]["prompt"] == "Burnt houses along the ridge road."

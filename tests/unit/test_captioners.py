@@ -10,7 +10,7 @@ import pytest
 
 from core.captions.captioners import (CAPTIONERS, CaptionContext, ModelBundle, TemplateCaptioner,
                                       get_captioner)
-from core.errors import ModelLoadError
+from core.errors import LabError, ModelLoadError
 
 torch = pytest.importorskip("torch")
 torch.set_num_threads(1)
@@ -53,7 +53,7 @@ def test_template_captions_pre_and_post(clip_tok):
     for text in (pre, post, bare, worst):
         assert len(re.findall(r"[A-Za-z]+|\d{1,3}|[^\w\s]", text)) <= 50, text
     assert {"template", "cogvlm2", "cogvlm2-int4", "qwen2-vl"} <= set(CAPTIONERS)
-    with pytest.raises(KeyError):
+    with pytest.raises(LabError, match="template"):
         get_captioner("nope")
     with pytest.raises(ValueError):
         CaptionContext("x", "during")

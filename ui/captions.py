@@ -10,7 +10,7 @@ import gradio as gr
 
 from core.errors import LabError
 from ui.browse import ALL, DAMAGE_FILTERS
-from ui.common import INTERNAL, user_errors
+from ui.common import GPU, INTERNAL, user_errors
 
 STATUS_FILTERS = [ALL, "auto", "edited", "reviewed", "no caption yet"]
 HISTORY_HEADERS = ["id", "time (UTC)", "author", "kind", "status", "text"]
@@ -195,7 +195,7 @@ def build_captions(lab, demo: gr.Blocks, folder: gr.State) -> None:
         yield {batch_note: report.summary()}
 
     caption_btn.click(caption_these, [folder, images, captioner, summarise_for], [cancel_state, batch_note],
-                      api_name="caption_these", concurrency_id="gpu", concurrency_limit=1).then(
+                      api_name="caption_these", **GPU).then(
         show, [folder, image], shown[1:], **INTERNAL)
     stop_btn.click(lambda t: t.cancel() if t is not None else None, cancel_state, None, queue=False,
                    **INTERNAL)

@@ -11,6 +11,8 @@ from core.errors import LabError
 
 # Events that are plumbing between widgets, not an API worth documenting.
 INTERNAL = {"api_visibility": "undocumented"}
+# Every event that may use the GPU shares one queue slot: one job at a time.
+GPU = {"concurrency_id": "gpu", "concurrency_limit": 1}
 # Arrows telling which way is better, shown in table headers.
 ARROWS = {"mse": "↓", "psnr": "↑", "ssim": "↑", "lpips": "↓"}
 

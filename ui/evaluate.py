@@ -9,7 +9,7 @@ from pathlib import Path
 import gradio as gr
 
 from core.types import MASK_REGIONS, MetricSettings
-from ui.common import ARROWS, INTERNAL, fmt, user_errors
+from ui.common import ARROWS, GPU, INTERNAL, fmt, user_errors
 
 SIZES = ["prediction's size", "256", "512", "1024"]
 SCORE_HEADERS = ["run", "backbone", "region", "pixels"] + [f"{m.upper()} {ARROWS[m]}" for m in ARROWS]
@@ -132,10 +132,9 @@ def build_evaluate(lab, demo: gr.Blocks, folder: gr.State) -> gr.Dropdown:
     baseline_btn.click(add_baseline, [folder, scene, runs], runs, api_name="add_baseline")
     upload.upload(add_uploads, [folder, scene, upload, runs], runs, api_name="add_uploads")
     score_btn.click(score, [folder, scene, runs, luma, size], [table, notes, table_csv, inspect, settings_md],
-                    api_name="score_runs", concurrency_id="gpu")
+                    api_name="score_runs", **GPU)
     gr.on([inspect.change], look, [folder, inspect, luma, size], [compare, err, ssim_img], api_name="look_at_run")
-    board_btn.click(leaderboard, [folder, luma, size], [board, board_csv], api_name="leaderboard",
-                    concurrency_id="gpu")
+    board_btn.click(leaderboard, [folder, luma, size], [board, board_csv], api_name="leaderboard", **GPU)
     return scene
 
 

@@ -11,9 +11,8 @@ import gradio as gr
 
 from core.errors import GenerationCancelled, LabError
 from core.types import GenerationRequest
-from ui.common import INTERNAL, user_errors
+from ui.common import GPU, INTERNAL, user_errors
 
-GPU = {"concurrency_id": "gpu", "concurrency_limit": 1}
 SWEEPS = ["none", "strength", "guidance", "steps", "seed"]
 META_FIELDS = ("lon", "lat", "gsd", "cloud_cover", "year", "month", "day")
 

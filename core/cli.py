@@ -50,6 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument(f"--{name}", type=kind, help="default: the backbone's")
     p.add_argument("--runs", type=Path, help="runs folder (default: <work>/runs)")
     p.add_argument("--models", type=Path, help="folder of local model folders, one per backbone id")
+    p.add_argument("--attention", action="store_true",
+                   help="record DAAM word maps into each run (UNet backbones, --num-images 1)")
     p.add_argument("--json", action="store_true", help="print JSON")
 
     p = sub.add_parser("backbones", help="list backbones and whether their weights are on disk")
@@ -183,7 +185,8 @@ def cmd_generate(args) -> dict:
             skipped += 1
             continue
         print(f"[{i}/{len(lines)}] {request.backbone} on {request.scene_id}", file=sys.stderr)
-        runs = lab.generate(request, index, on_step=_print_step, extra_params={"request_key": key})
+        runs = lab.generate(request, index, on_step=_print_step, extra_params={"request_key": key},
+                            attention=args.attention)
         written.extend(r.run_id for r in runs)
     return {"written": len(written), "skipped": skipped, "runs": written}
 

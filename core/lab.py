@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterable
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -284,9 +285,12 @@ class Lab:
         return [r for r in self.runs.list() if r.record.get("params", {}).get("request_key") == key]
 
     def generate(self, request: GenerationRequest, index, *, on_step=None, preview_every: int = 0,
-                 cancel=None, extra_params: dict | None = None) -> list:
+                 cancel=None, extra_params: dict | None = None, attention: bool = False) -> list:
         """Generate for `request` on its scene's pre-event tile and save every image as a
-        run. Returns the runs, one per image."""
+        run. Returns the runs, one per image.
+
+        attention: record DAAM word maps (backbones whose spec.attention is "unet", one image
+        per request) and save them in the run folder under attention/."""
         from core.data.images import load_rgb
         from core.generation.generate import generate
 
@@ -304,16 +308,33 @@ class Lab:
         def load(device, dtype):
             return backend.load(source, device=device, dtype=dtype, **options)
 
+        if attention and not self.can_record_attention(request):
+            raise LabError("Attention maps are recorded for one image at a time on UNet backbones "
+                           f"({backend.spec.label} with {request.num_images} image(s) cannot): "
+                           "set Images to 1 or turn recording off.")
         with self.models.use(key, load, spec_dtype=backend.spec.dtype) as pipe:
-            result = generate(request, backend=backend, pipe=pipe,
-                              init_image=pre if request.mode == "img2img" else None,
-                              control_image=pre if backend.spec.needs_control_image else None,
-                              on_step=on_step, preview_every=preview_every, cancel=cancel, source=source)
-        return [self.runs.create(image, kind="generation", backbone=request.backbone,
+            recorder = _attention_recorder(pipe, request) if attention else nullcontext()
+            with recorder as rec:
+                result = generate(request, backend=backend, pipe=pipe,
+                                  init_image=pre if request.mode == "img2img" else None,
+                                  control_image=pre if backend.spec.needs_control_image else None,
+                                  on_step=on_step, preview_every=preview_every, cancel=cancel, source=source)
+            maps = _word_maps(rec, request.prompt, pipe) if attention else None
+        runs = [self.runs.create(image, kind="generation", backbone=request.backbone,
                                  scene_id=request.scene_id,
-                                 params={**result.record, "seed": seed, **(extra_params or {})},
+                                 params={**result.record, "seed": seed, "attention": bool(maps),
+                                         **(extra_params or {})},
                                  data_root=str(index.root))
                 for image, seed in zip(result.images, result.seeds)]
+        if maps:
+            from core.attention.analysis import save_maps
+
+            save_maps(runs[0].path, maps)
+        return runs
+
+    def can_record_attention(self, request: GenerationRequest) -> bool:
+        """Whether word maps can be recorded for `request` (UNet backbone, one image)."""
+        return self.backend(request.backbone).spec.attention == "unet" and request.num_images == 1
 
     # -- scoring ------------------------------------------------------------------------
     def lpips(self):
@@ -384,6 +405,18 @@ class Lab:
         baseline = dict(per_backbone.get("baseline", []))
         order = sorted(per_backbone, key=lambda b: (b != "baseline", b))
         return [_row(b, per_backbone[b], baseline) for b in order]
+
+
+def _attention_recorder(pipe, request: GenerationRequest):
+    from core.attention.record import record_attention
+
+    return record_attention(pipe, cfg=request.guidance > 1)
+
+
+def _word_maps(recorder, prompt: str, pipe) -> dict:
+    from core.attention.analysis import word_maps
+
+    return word_maps(recorder, prompt, pipe.tokenizer)
 
 
 def _mean(values: list[float]) -> float | None:

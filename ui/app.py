@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import gradio as gr
 
+from ui.attention import build_attention
 from ui.browse import build_browse
 from ui.captions import SHORTCUTS_JS, build_captions
 from ui.evaluate import build_evaluate
 from ui.generate import build_generate
-from ui.placeholders import build_placeholder
 
 TITLE = "xBD Diffusion Lab"
 CSS = """
@@ -25,8 +25,8 @@ def build_ui(lab) -> gr.Blocks:
         with gr.Tabs() as tabs:
             browse = build_browse(lab, demo)
             build_captions(lab, demo, browse.opened)
-            gen_scene, gen_to_evaluate, gen_newest = build_generate(lab, demo, browse.opened)
-            build_placeholder("Attention")
+            gen_scene, gen_to_evaluate, gen_to_attention, gen_newest = build_generate(lab, demo, browse.opened)
+            att_run = build_attention(lab, demo, browse.opened, gen_scene)
             eval_scene = build_evaluate(lab, demo, browse.opened)
         browse.to_evaluate.click(
             lambda scene_id: (gr.Tabs(selected="evaluate"), gr.Dropdown(value=scene_id)),
@@ -34,6 +34,9 @@ def build_ui(lab) -> gr.Blocks:
         browse.to_generate.click(
             lambda scene_id: (gr.Tabs(selected="generate"), gr.Dropdown(value=scene_id)),
             browse.selected, [tabs, gen_scene], api_name="send_to_generate")
+        gen_to_attention.click(
+            lambda run_id: (gr.Tabs(selected="attention"), gr.Dropdown(value=run_id)),
+            gen_newest, [tabs, att_run], api_name="generation_to_attention")
         gen_to_evaluate.click(
             lambda scene_id: (gr.Tabs(selected="evaluate"), gr.Dropdown(value=scene_id)),
             gen_scene, [tabs, eval_scene], api_name="generation_to_evaluate")

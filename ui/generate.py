@@ -18,8 +18,8 @@ META_FIELDS = ("lon", "lat", "gsd", "cloud_cover", "year", "month", "day")
 
 
 def build_generate(lab, demo: gr.Blocks, folder: gr.State):
-    """The Generate tab. Returns its scene dropdown (Browse sends scenes here) and the
-    button that sends the newest run to Evaluate."""
+    """The Generate tab. Returns its scene dropdown (Browse sends scenes here), the buttons
+    that send the newest run to Evaluate and to Attention, and the newest run's id."""
     specs = {s.id: s for s in lab.backbones()}
     first = next(iter(specs), None)
     with gr.Tab("Generate", id="generate"):
@@ -48,6 +48,7 @@ def build_generate(lab, demo: gr.Blocks, folder: gr.State):
             size = gr.Dropdown([64, 256, 512, 768, 1024], value=512, label="Size (px)")
             seed = gr.Number(value=0, precision=0, label="Seed")
             num_images = gr.Slider(1, 4, value=1, step=1, label="Images")
+            record = gr.Checkbox(value=True, label="Record attention maps (one image)", elem_id="gen-record")
             image_guidance = gr.Slider(1.0, 3.0, value=1.5, step=0.1, label="Image guidance", visible=False)
             control_scale = gr.Slider(0.0, 2.0, value=1.0, step=0.05, label="ControlNet scale", visible=False)
         with gr.Group(visible=False) as meta_box:
@@ -63,7 +64,9 @@ def build_generate(lab, demo: gr.Blocks, folder: gr.State):
             gallery = gr.Gallery(label="Results (saved as runs)", format="png", columns=2, height=320,
                                  elem_id="gen-results")
         info = gr.Markdown(elem_id="gen-info")
-        to_evaluate = gr.Button("Score the newest result in Evaluate →", interactive=False)
+        with gr.Row():
+            to_evaluate = gr.Button("Score the newest result in Evaluate →", interactive=False)
+            to_attention = gr.Button("See its attention maps →", interactive=False)
         with gr.Accordion("Compare backbones or sweep a parameter", open=False):
             with gr.Row():
                 compare_with = gr.CheckboxGroup([(s.label, s.id) for s in specs.values()], label="Backbones",
@@ -116,19 +119,21 @@ def build_generate(lab, demo: gr.Blocks, folder: gr.State):
         download_weights(spec, lab.source(backbone_id), progress=lambda done, total: progress((done, total)))
         return _readiness_text(lab, backbone_id)
 
-    def run(path, *values, progress=gr.Progress()):
+    def run(path, record_maps, *values, progress=gr.Progress()):
         request = _request(lab, values)
+        record_maps = bool(record_maps) and lab.can_record_attention(request)
         cancel = _new_token()
         yield {token: cancel}
         try:
-            runs = yield from _stream(lab, request, lab.dataset(path), cancel, progress, preview)
+            runs = yield from _stream(lab, request, lab.dataset(path), cancel, progress, preview, record_maps)
         except GenerationCancelled as err:
             gr.Info(str(err))
             return
         except LabError as err:
             raise gr.Error(str(err), duration=None) from err
         yield {gallery: [(r.image_path.as_posix(), f"seed {r.record['params']['seed']}") for r in runs],
-               info: _run_info(runs), newest: runs[-1].run_id, to_evaluate: gr.Button(interactive=True)}
+               info: _run_info(runs), newest: runs[-1].run_id, to_evaluate: gr.Button(interactive=True),
+               to_attention: gr.Button(interactive=record_maps)}
 
     def stop(cancel):
         if cancel is not None:
@@ -169,11 +174,11 @@ def build_generate(lab, demo: gr.Blocks, folder: gr.State):
           [ready, download, mode, steps, guidance, strength, size, image_guidance, control_scale, negative,
            meta_box], **INTERNAL)
     download.click(fetch, backbone, ready, api_name="download_backbone")
-    run_btn.click(run, [folder, *params], [token, preview, gallery, info, newest, to_evaluate],
+    run_btn.click(run, [folder, record, *params], [token, preview, gallery, info, newest, to_evaluate, to_attention],
                   api_name="generate", **GPU)
     stop_btn.click(stop, token, None, api_name="stop", queue=False)
     compare_btn.click(compare, [folder, compare_with, sweep, values, *params], grid, api_name="compare", **GPU)
-    return scene, to_evaluate, newest
+    return scene, to_evaluate, to_attention, newest
 
 
 def _new_token():
@@ -200,7 +205,7 @@ def _request(lab, values) -> GenerationRequest:
         control_scale=float(control_scale))
 
 
-def _stream(lab, request, index, cancel, progress, preview_out):
+def _stream(lab, request, index, cancel, progress, preview_out, attention=False):
     """Run the generation in a worker thread; yield previews while it runs; return its runs."""
     updates: queue.Queue = queue.Queue()
     outcome: dict = {}
@@ -210,7 +215,8 @@ def _stream(lab, request, index, cancel, progress, preview_out):
 
     def work():
         try:
-            outcome["runs"] = lab.generate(request, index, on_step=on_step, preview_every=5, cancel=cancel)
+            outcome["runs"] = lab.generate(request, index, on_step=on_step, preview_every=5, cancel=cancel,
+                                           attention=attention)
         except BaseException as err:  # handed to the UI thread below
             outcome["error"] = err
         finally:

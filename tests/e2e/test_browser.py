@@ -123,6 +123,13 @@ def test_generate_one_image_and_a_comparison_grid(app, page):
     page.get_by_text("Saved 1 run(s)").wait_for()
     page.screenshot(path=str(ARTIFACTS / "04-generate.png"), full_page=True)
 
+    page.get_by_role("button", name="See its attention maps →").click()
+    page.locator("#att-grid img").first.wait_for()
+    page.locator("#att-stats").get_by_text("satellite").first.wait_for()
+    page.wait_for_timeout(500)
+    page.screenshot(path=str(ARTIFACTS / "07-attention.png"), full_page=True)
+    page.get_by_role("tab", name="Generate").click()
+
     page.get_by_text("Compare backbones or sweep a parameter").click()
     boxes = page.locator("#gen-compare-backbones")
     boxes.get_by_text("Tiny random SD 2.1 (tests)").click()

@@ -95,3 +95,14 @@ def test_the_scene_caption_is_the_default_prompt(cli, tmp_path):
     assert code == 0, err
     record = json.loads((tmp_path / "runs" / out["runs"][0] / "run.json").read_text())
     assert record["params"]["prompt"] == "Burnt houses along the ridge road."
+
+
+def test_attention_maps_are_saved_in_the_run(cli, tmp_path):
+    runs = tmp_path / "runs"
+    code, out, err = cli("generate", "--data", str(DEMO_SCENES), "--runs", str(runs), *TINY,
+                         "--prompt", "burnt roofs near the road", "--attention")
+    assert code == 0, err
+    words = json.loads((runs / out["runs"][0] / "attention" / "words.json").read_text())["words"]
+    assert [w["word"] for w in words] == ["burnt", "roofs", "near", "the", "road"]
+    code, _, err = cli("generate", "--data", str(DEMO_SCENES), *TINY, "--num-images", "2", "--attention")
+    assert code == 2 and "one image" in err

@@ -132,7 +132,7 @@ class AttentionRecorder:
 
     Attributes: `cfg` (see module doc), `steps` (UNet calls seen), `calls` (cross-attention
     processor calls), `n_layers` (cross-attention layers), `text_tokens` (recorded text
-    positions), `maps` (the running torch tensor, or None before the first call),
+    positions), `maps` (the running total at map_size², or None before the first call),
     `per_step` (list of tensors when keep_per_step), `latent_size`."""
 
     def __init__(self, unet, *, n_text_tokens: int | None = None, keep_per_step: bool = False,
@@ -149,7 +149,7 @@ class AttentionRecorder:
         self.calls = 0
         self.n_layers = 0
         self.text_tokens: int | None = None
-        self.maps = None
+        self._sums: dict = {}  # (h, w) of a layer grid -> running sum [tokens, h, w]
         self.per_step: list = []
         self.latent_size: tuple[int, int] | None = None
         self._original: dict | None = None
@@ -230,31 +230,46 @@ class AttentionRecorder:
             self.text_tokens = tokens
         elif tokens != self.text_tokens:
             raise ValueError(f"Text-token count changed during recording ({self.text_tokens} → {tokens}).")
-        # Sum over images and heads first: bilinear upsampling is linear, so this equals
-        # upsampling every head of every image and summing afterwards.
+        # Sum over images and heads, and keep one running sum per layer resolution: bilinear
+        # upsampling is linear, so upsampling each resolution's sum once at the end equals
+        # upsampling every head of every layer at every step and summing (and costs far less).
         summed = cond[..., :tokens].float().sum(dim=(0, 1))  # (image positions, tokens)
         h, w = _grid(summed.shape[0], self.latent_size)
-        grid = summed.transpose(0, 1).reshape(1, tokens, h, w)
-        size = (self.map_size, self.map_size)
-        up = F.interpolate(grid, size=size, mode="bilinear", align_corners=False)[0]
-        if self.maps is None:
-            self.maps = torch.zeros((tokens, *size), dtype=torch.float32, device=up.device)
-        self.maps += up
+        grid = summed.transpose(0, 1).reshape(tokens, h, w)
+        if (h, w) in self._sums:
+            self._sums[(h, w)] += grid
+        else:
+            self._sums[(h, w)] = grid.clone()
         if self.keep_per_step:
+            up = F.interpolate(grid[None], size=(self.map_size, self.map_size), mode="bilinear",
+                               align_corners=False)[0]
             if not self.per_step:
                 self.per_step.append(None)
             if self.per_step[-1] is None:
-                self.per_step[-1] = torch.zeros_like(self.maps)
+                self.per_step[-1] = torch.zeros_like(up)
             self.per_step[-1] += up
+
+    @property
+    def maps(self):
+        """The running total upsampled to map_size² (torch [tokens, S, S]), or None before
+        the first call."""
+        import torch.nn.functional as F
+
+        if not self._sums:
+            return None
+        size = (self.map_size, self.map_size)
+        return sum(F.interpolate(s[None], size=size, mode="bilinear", align_corners=False)[0]
+                   for s in self._sums.values())
 
     # -- results --------------------------------------------------------------------------
     def raw(self):
         """The summed maps as a float32 numpy array [text tokens, map_size, map_size]."""
         import numpy as np
 
-        if self.maps is None:
+        maps = self.maps
+        if maps is None:
             raise RuntimeError("Nothing was recorded: no cross-attention layer ran inside the block.")
-        return np.array(self.maps.detach().cpu().numpy(), dtype=np.float32)
+        return np.array(maps.detach().cpu().numpy(), dtype=np.float32)
 
     def step_maps(self) -> list:
         """Per-step maps (numpy), when recorded with keep_per_step=True."""
@@ -262,7 +277,7 @@ class AttentionRecorder:
 
     def nbytes(self) -> int:
         """Bytes the recorder holds in recorded tensors."""
-        total = 0 if self.maps is None else self.maps.numel() * self.maps.element_size()
+        total = sum(s.numel() * s.element_size() for s in self._sums.values())
         for m in self.per_step:
             if m is not None:
                 total += m.numel() * m.element_size()

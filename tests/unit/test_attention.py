@@ -128,7 +128,8 @@ def test_memory_does_not_grow_with_steps():
 
     short, long = record(5), record(50)
     assert (short.steps, long.steps) == (5, 50)
-    assert long.nbytes() == short.nbytes() == 77 * 64 * 64 * 4
+    # One running sum per layer resolution, whatever the number of steps.
+    assert long.nbytes() == short.nbytes() <= 77 * 64 * 64 * 4
     assert long.per_step == [] and long.raw().sum() > short.raw().sum()
 
 

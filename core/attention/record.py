@@ -13,10 +13,11 @@ How it works
 - The recording processor computes the attention explicitly (softmax(q kᵀ / √d) v, the
   same maths as `AttnProcessor2_0`'s scaled-dot-product call, so images match within
   rounding), and keeps the softmax probabilities of the conditional images only, summed
-  over heads and over those images, reshaped to the layer's latent grid, upsampled
-  bilinearly to `map_size`×`map_size` and added into ONE running float32 tensor
-  [text tokens, map_size, map_size]. Memory therefore stays the same however many steps
-  run (`keep_per_step=True` additionally keeps one such tensor per step, on request).
+  over heads and over those images, reshaped to the layer's latent grid and added into
+  one running float32 sum per grid resolution; `maps`/`raw()` upsample each sum once,
+  bicubically (DAAM's kernel; linear, so this equals upsampling every map), to
+  `map_size`×`map_size`, add them and clamp at 0. Memory therefore stays the same however
+  many steps run (`keep_per_step=True` additionally keeps one tensor per step, on request).
 - Classifier-free guidance: diffusers' UNet pipelines stack the batch as
   [unconditional..., conditional...]. `cfg=True` keeps the second half of the batch,
   `cfg=False` the whole batch. `cfg=None` (default) decides per call: the batch is taken
@@ -230,8 +231,8 @@ class AttentionRecorder:
             self.text_tokens = tokens
         elif tokens != self.text_tokens:
             raise ValueError(f"Text-token count changed during recording ({self.text_tokens} → {tokens}).")
-        # Sum over images and heads, and keep one running sum per layer resolution: bilinear
-        # upsampling is linear, so upsampling each resolution's sum once at the end equals
+        # Sum over images and heads, and keep one running sum per layer resolution: bicubic
+        # upsampling (DAAM's kernel) is linear, so upsampling each resolution's sum once at the end equals
         # upsampling every head of every layer at every step and summing (and costs far less).
         summed = cond[..., :tokens].float().sum(dim=(0, 1))  # (image positions, tokens)
         h, w = _grid(summed.shape[0], self.latent_size)
@@ -241,7 +242,7 @@ class AttentionRecorder:
         else:
             self._sums[(h, w)] = grid.clone()
         if self.keep_per_step:
-            up = F.interpolate(grid[None], size=(self.map_size, self.map_size), mode="bilinear",
+            up = F.interpolate(grid[None], size=(self.map_size, self.map_size), mode="bicubic",
                                align_corners=False)[0]
             if not self.per_step:
                 self.per_step.append(None)
@@ -258,7 +259,7 @@ class AttentionRecorder:
         if not self._sums:
             return None
         size = (self.map_size, self.map_size)
-        return sum(F.interpolate(s[None], size=size, mode="bilinear", align_corners=False)[0]
+        return sum(F.interpolate(s[None], size=size, mode="bicubic", align_corners=False)[0]
                    for s in self._sums.values())
 
     # -- results --------------------------------------------------------------------------
@@ -269,11 +270,14 @@ class AttentionRecorder:
         maps = self.maps
         if maps is None:
             raise RuntimeError("Nothing was recorded: no cross-attention layer ran inside the block.")
-        return np.array(maps.detach().cpu().numpy(), dtype=np.float32)
+        # Bicubic upsampling overshoots below zero near sharp peaks; attention is never
+        # negative, so the total is clamped at 0 (as the DAAM reference does).
+        return np.array(maps.clamp(min=0).detach().cpu().numpy(), dtype=np.float32)
 
     def step_maps(self) -> list:
         """Per-step maps (numpy), when recorded with keep_per_step=True."""
-        return [None if m is None else m.detach().cpu().numpy().astype("float32") for m in self.per_step]
+        return [None if m is None else m.clamp(min=0).detach().cpu().numpy().astype("float32")
+                for m in self.per_step]
 
     def nbytes(self) -> int:
         """Bytes the recorder holds in recorded tensors."""

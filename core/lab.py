@@ -313,7 +313,7 @@ class Lab:
                            f"({backend.spec.label} with {request.num_images} image(s) cannot): "
                            "set Images to 1 or turn recording off.")
         with self.models.use(key, load, spec_dtype=backend.spec.dtype) as pipe:
-            recorder = _attention_recorder(pipe, request) if attention else nullcontext()
+            recorder = _attention_recorder(pipe, backend.attention_cfg(request)) if attention else nullcontext()
             with recorder as rec:
                 result = generate(request, backend=backend, pipe=pipe,
                                   init_image=pre if request.mode == "img2img" else None,
@@ -407,10 +407,10 @@ class Lab:
         return [_row(b, per_backbone[b], baseline) for b in order]
 
 
-def _attention_recorder(pipe, request: GenerationRequest):
+def _attention_recorder(pipe, cfg):
     from core.attention.record import record_attention
 
-    return record_attention(pipe, cfg=request.guidance > 1)
+    return record_attention(pipe, cfg=cfg)
 
 
 def _word_maps(recorder, prompt: str, pipe) -> dict:

@@ -23,6 +23,7 @@ How it works
   `cfg=False` the whole batch. `cfg=None` (default) decides per call: the batch is taken
   as doubled when it is even and its two halves of text embeddings differ. Callers that
   know the guidance should say so (`cfg=guidance > 1`, or set `rec.cfg` before the run).
+  `cfg=FIRST_OF_THREE` keeps the first third (InstructPix2Pix's layout).
 - The text-token count is read from the encoder hidden states (77 per CLIP window, so a
   chunked long prompt of k windows gives 77·k tokens); `n_text_tokens` keeps only the
   first n of them.
@@ -36,6 +37,11 @@ Nothing here imports torch at import time.
 from __future__ import annotations
 
 import math
+
+
+# InstructPix2Pix stacks its guidance batch as [text and image, image only, neither]: the
+# first third is the one conditioned on the prompt.
+FIRST_OF_THREE = "first-of-three"
 
 
 def _cross_attention_names(unet) -> list[str]:
@@ -212,6 +218,10 @@ class AttentionRecorder:
         if cfg is None:
             cfg = batch % 2 == 0 and not torch.equal(encoder_hidden_states[: batch // 2],
                                                      encoder_hidden_states[batch // 2:])
+        if cfg == FIRST_OF_THREE:
+            if batch % 3:
+                raise ValueError(f"cfg={FIRST_OF_THREE!r} but the attention batch ({batch}) is not a multiple of 3.")
+            return probs[: batch // 3]
         if cfg:
             if batch % 2:
                 raise ValueError(f"cfg=True but the attention batch is odd ({batch}).")

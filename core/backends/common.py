@@ -235,6 +235,12 @@ class DiffusersBackend:
                         schedulers=self.schedulers, options=self.options)
 
     # -- loading ------------------------------------------------------------------------
+    def attention_cfg(self, request):
+        """How the UNet batch is stacked for `request`, for the attention recorder: True when
+        guidance doubles it as [unconditional, conditional], False when it is all
+        conditional."""
+        return request.guidance > 1
+
     def load_kwargs(self, request) -> dict:
         """Options of `request` that change what `load` must do (so a model manager keys its
         cache by them); {} for most backbones."""

@@ -49,9 +49,7 @@ class InstructPix2PixBackend(ClipWindowPrompts, DiffusersBackend):
             modes=("img2img",),
             dtype="fp16",
             vram_gb=4.0,
-            # Its three-way guidance batch (text+image, image, neither) is not yet split by the
-            # attention recorder, so no word maps for it for now.
-            attention=None,
+            attention="unet",
             defaults={"mode": "img2img", "steps": 20, "guidance": 7.5, "image_guidance": 1.5, "strength": 1.0,
                       "size": 512, "scheduler": "euler_a"},
             controls=("steps", "guidance", "image_guidance", "seed", "negative_prompt", "scheduler"),
@@ -113,6 +111,13 @@ class InstructPix2PixBackend(ClipWindowPrompts, DiffusersBackend):
         )
 
     # -- running ------------------------------------------------------------------------
+    def attention_cfg(self, request):
+        """Under guidance the batch is [text and image, image only, neither] (see diffusers'
+        InstructPix2Pix pipeline): the recorder keeps the first third."""
+        from core.attention.record import FIRST_OF_THREE
+
+        return FIRST_OF_THREE if request.guidance > 1 and request.image_guidance >= 1 else False
+
     def run(self, pipe, request, *, init_image=None, control_image=None, generators: list,
             callback=None) -> list:
         """PIL images for `request` (one per generator): the pre-event tile edited by the

@@ -205,3 +205,17 @@ def test_save_and_load_round_trip(tmp_path):
     for w in maps:
         np.testing.assert_array_equal(back[w].map, maps[w].map)
         assert back[w].raw_total == maps[w].raw_total and back[w].tokens == maps[w].tokens
+
+
+def test_first_of_three_keeps_the_prompt_conditioned_third():
+    from core.attention.record import FIRST_OF_THREE, AttentionRecorder
+
+    class _UNet:  # only what the constructor looks at
+        def set_attn_processor(self, processors):
+            pass
+
+    probs = torch.arange(6.0).reshape(6, 1, 1, 1)  # 3 × 2 images
+    rec = AttentionRecorder(_UNet(), cfg=FIRST_OF_THREE)
+    assert rec._conditional(probs, None).flatten().tolist() == [0.0, 1.0]
+    rec.cfg = True
+    assert rec._conditional(probs, None).flatten().tolist() == [3.0, 4.0, 5.0]

@@ -106,3 +106,26 @@ def test_attention_maps_are_saved_in_the_run(cli, tmp_path):
     assert [w["word"] for w in words] == ["burnt", "roofs", "near", "the", "road"]
     code, _, err = cli("generate", "--data", str(DEMO_SCENES), *TINY, "--num-images", "2", "--attention")
     assert code == 2 and "one image" in err
+
+
+def test_instruct_pix2pix_maps_come_from_the_prompt_conditioned_third(tmp_path, monkeypatch, capsys):
+    """InstructPix2Pix stacks [text+image, image, neither]: its maps must come from the first
+    third, and recording must not change the image."""
+    from tests.tiny.controlnet import build_tiny_models as build_controlnet_family
+
+    models = tmp_path / "models"
+    build_controlnet_family(models)
+    monkeypatch.setenv("XBDLAB_WORK_DIR", str(tmp_path / "work"))
+    monkeypatch.setenv("XBDLAB_TEST_BACKBONES", "1")
+    args = ["generate", "--json", "--models", str(models), "--data", str(DEMO_SCENES),
+            "--backbone", "tiny-instruct-pix2pix", "--scene", SCENE, "--size", "64", "--steps", "2",
+            "--prompt", "flood the streets", "--seed", "5"]
+    images = []
+    for extra in ([], ["--attention"]):
+        assert main(args + ["--runs", str(tmp_path / f"runs{len(extra)}")] + extra) == 0
+        out = json.loads(capsys.readouterr().out)
+        folder = tmp_path / f"runs{len(extra)}" / out["runs"][0]
+        images.append(np.asarray(Image.open(folder / "image.png").convert("RGB")).astype(int))
+    assert np.abs(images[0] - images[1]).max() <= 1
+    words = json.loads((folder / "attention" / "words.json").read_text())["words"]
+    assert [w["word"] for w in words] == ["flood", "the", "streets"]

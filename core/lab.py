@@ -309,17 +309,18 @@ class Lab:
             return backend.load(source, device=device, dtype=dtype, **options)
 
         if attention and not self.can_record_attention(request):
-            raise LabError("Attention maps are recorded for one image at a time on UNet backbones "
+            raise LabError("Attention maps are recorded for one image at a time "
                            f"({backend.spec.label} with {request.num_images} image(s) cannot): "
                            "set Images to 1 or turn recording off.")
         with self.models.use(key, load, spec_dtype=backend.spec.dtype) as pipe:
-            recorder = _attention_recorder(pipe, backend.attention_cfg(request)) if attention else nullcontext()
+            recorder = _attention_recorder(pipe, backend.spec, backend.attention_cfg(request)) if attention \
+                else nullcontext()
             with recorder as rec:
                 result = generate(request, backend=backend, pipe=pipe,
                                   init_image=pre if request.mode == "img2img" else None,
                                   control_image=pre if backend.spec.needs_control_image else None,
                                   on_step=on_step, preview_every=preview_every, cancel=cancel, source=source)
-            maps = _word_maps(rec, request.prompt, pipe) if attention else None
+            maps = _word_maps(rec, request.prompt, pipe, backend.spec) if attention else None
         runs = [self.runs.create(image, kind="generation", backbone=request.backbone,
                                  scene_id=request.scene_id,
                                  params={**result.record, "seed": seed, "attention": bool(maps),
@@ -333,8 +334,9 @@ class Lab:
         return runs
 
     def can_record_attention(self, request: GenerationRequest) -> bool:
-        """Whether word maps can be recorded for `request` (UNet backbone, one image)."""
-        return self.backend(request.backbone).spec.attention == "unet" and request.num_images == 1
+        """Whether word maps can be recorded for `request` (a backbone with cross- or joint
+        attention, one image)."""
+        return self.backend(request.backbone).spec.attention in ("unet", "joint") and request.num_images == 1
 
     # -- scoring ------------------------------------------------------------------------
     def lpips(self):
@@ -407,13 +409,23 @@ class Lab:
         return [_row(b, per_backbone[b], baseline) for b in order]
 
 
-def _attention_recorder(pipe, cfg):
+def _attention_recorder(pipe, spec, cfg):
+    """A recorder for the backbone's kind of text attention: UNet cross-attention or SD3's
+    joint attention."""
+    if spec.attention == "joint":
+        from core.attention.joint import record_joint_attention
+
+        return record_joint_attention(pipe, cfg=cfg)
     from core.attention.record import record_attention
 
     return record_attention(pipe, cfg=cfg)
 
 
-def _word_maps(recorder, prompt: str, pipe) -> dict:
+def _word_maps(recorder, prompt: str, pipe, spec) -> dict:
+    if spec.attention == "joint":
+        from core.attention.joint import sd3_word_maps
+
+        return sd3_word_maps(recorder, prompt, pipe.tokenizer, getattr(pipe, "tokenizer_3", None))
     from core.attention.analysis import word_maps
 
     return word_maps(recorder, prompt, pipe.tokenizer)

@@ -27,7 +27,7 @@ STATS_HEADERS = ["word", "raw total"] + [f"{r}: attention / pixels" for r in MAS
 def build_attention(lab, demo: gr.Blocks, folder: gr.State, scene: gr.Dropdown):
     """The Attention tab. `scene` is Generate's scene dropdown (the probe runs on it).
     Returns the run dropdown, so Generate can open a run here."""
-    unet = [(s.label, s.id) for s in lab.backbones() if s.attention == "unet"]
+    unet = [(s.label, s.id) for s in lab.backbones() if s.attention in ("unet", "joint")]
     with gr.Tab("Attention", id="attention"):
         gr.Markdown("DAAM word maps: how much each word of the prompt attended to each pixel, summed over "
                     "every cross-attention layer, head and denoising step. Generate with *Record attention "

@@ -229,24 +229,30 @@ class AttentionRecorder:
         return probs
 
     def _add(self, probs, encoder_hidden_states) -> None:
+        """Add one layer call's softmax probabilities (batch, heads, image positions, text
+        tokens): conditional images only, summed over images and heads."""
+        cond = self._conditional(probs, encoder_hidden_states)
+        self._add_summed(cond.float().sum(dim=(0, 1)))  # (image positions, tokens)
+
+    def _add_summed(self, summed) -> None:
+        """Add one layer call's [image positions, text tokens] block (already conditional and
+        summed over images and heads) to the running per-resolution sums."""
         import torch
         import torch.nn.functional as F
 
         self.calls += 1
-        cond = self._conditional(probs, encoder_hidden_states)
-        tokens = cond.shape[-1]
+        tokens = summed.shape[-1]
         if self.n_text_tokens is not None:
             tokens = min(tokens, int(self.n_text_tokens))
         if self.text_tokens is None:
             self.text_tokens = tokens
         elif tokens != self.text_tokens:
             raise ValueError(f"Text-token count changed during recording ({self.text_tokens} → {tokens}).")
-        # Sum over images and heads, and keep one running sum per layer resolution: bicubic
-        # upsampling (DAAM's kernel) is linear, so upsampling each resolution's sum once at the end equals
-        # upsampling every head of every layer at every step and summing (and costs far less).
-        summed = cond[..., :tokens].float().sum(dim=(0, 1))  # (image positions, tokens)
+        # One running sum per layer resolution: bicubic upsampling (DAAM's kernel) is linear,
+        # so upsampling each resolution's sum once at the end equals upsampling every head of
+        # every layer at every step and summing (and costs far less).
         h, w = _grid(summed.shape[0], self.latent_size)
-        grid = summed.transpose(0, 1).reshape(tokens, h, w)
+        grid = summed[:, :tokens].transpose(0, 1).reshape(tokens, h, w)
         if (h, w) in self._sums:
             self._sums[(h, w)] += grid
         else:

@@ -129,3 +129,21 @@ def test_instruct_pix2pix_maps_come_from_the_prompt_conditioned_third(tmp_path, 
     assert np.abs(images[0] - images[1]).max() <= 1
     words = json.loads((folder / "attention" / "words.json").read_text())["words"]
     assert [w["word"] for w in words] == ["flood", "the", "streets"]
+
+
+def test_sd3_joint_attention_maps_cover_clip_and_t5(tmp_path, monkeypatch, capsys):
+    from tests.tiny.sd import build_tiny_models
+
+    models = tmp_path / "models"
+    build_tiny_models(models, ids=("tiny-sd3",))
+    monkeypatch.setenv("XBDLAB_WORK_DIR", str(tmp_path / "work"))
+    monkeypatch.setenv("XBDLAB_TEST_BACKBONES", "1")
+    runs = tmp_path / "runs"
+    code = main(["generate", "--json", "--models", str(models), "--data", str(DEMO_SCENES), "--runs", str(runs),
+                 "--backbone", "tiny-sd3", "--scene", SCENE, "--size", "64", "--steps", "2",
+                 "--prompt", "burnt roofs near the road", "--attention"])
+    assert code == 0
+    out = json.loads(capsys.readouterr().out)
+    words = json.loads((runs / out["runs"][0] / "attention" / "words.json").read_text())["words"]
+    assert [w["word"] for w in words] == ["burnt", "roofs", "near", "the", "road"]
+    assert all(any(t < 77 for t in w["tokens"]) and any(t >= 77 for t in w["tokens"]) for w in words)

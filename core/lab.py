@@ -285,12 +285,14 @@ class Lab:
         return [r for r in self.runs.list() if r.record.get("params", {}).get("request_key") == key]
 
     def generate(self, request: GenerationRequest, index, *, on_step=None, preview_every: int = 0,
-                 cancel=None, extra_params: dict | None = None, attention: bool = False) -> list:
+                 cancel=None, extra_params: dict | None = None, attention: bool = False,
+                 attention_steps: bool = False) -> list:
         """Generate for `request` on its scene's pre-event tile and save every image as a
         run. Returns the runs, one per image.
 
-        attention: record DAAM word maps (backbones whose spec.attention is "unet", one image
-        per request) and save them in the run folder under attention/."""
+        attention: record DAAM word maps (backbones whose spec.attention is "unet" or "joint",
+        one image per request) and save them in the run folder under attention/.
+        attention_steps: also keep each step's maps (more memory), for the time slider."""
         from core.data.images import load_rgb
         from core.generation.generate import generate
 
@@ -313,14 +315,16 @@ class Lab:
                            f"({backend.spec.label} with {request.num_images} image(s) cannot): "
                            "set Images to 1 or turn recording off.")
         with self.models.use(key, load, spec_dtype=backend.spec.dtype) as pipe:
-            recorder = _attention_recorder(pipe, backend.spec, backend.attention_cfg(request)) if attention \
-                else nullcontext()
+            recorder = _attention_recorder(pipe, backend.spec, backend.attention_cfg(request),
+                                           keep_per_step=attention_steps) if attention else nullcontext()
             with recorder as rec:
                 result = generate(request, backend=backend, pipe=pipe,
                                   init_image=pre if request.mode == "img2img" else None,
                                   control_image=pre if backend.spec.needs_control_image else None,
                                   on_step=on_step, preview_every=preview_every, cancel=cancel, source=source)
             maps = _word_maps(rec, request.prompt, pipe, backend.spec) if attention else None
+            steps = [_word_maps(step, request.prompt, pipe, backend.spec, t5_dropped=getattr(rec, "t5_dropped", None))
+                     for step in rec.step_maps() if step is not None] if attention and attention_steps else None
         runs = [self.runs.create(image, kind="generation", backbone=request.backbone,
                                  scene_id=request.scene_id,
                                  params={**result.record, "seed": seed, "attention": bool(maps),
@@ -328,9 +332,11 @@ class Lab:
                                  data_root=str(index.root))
                 for image, seed in zip(result.images, result.seeds)]
         if maps:
-            from core.attention.analysis import save_maps
+            from core.attention.analysis import save_maps, save_step_maps
 
             save_maps(runs[0].path, maps)
+            if steps:
+                save_step_maps(runs[0].path, steps)
         return runs
 
     def can_record_attention(self, request: GenerationRequest) -> bool:
@@ -409,26 +415,28 @@ class Lab:
         return [_row(b, per_backbone[b], baseline) for b in order]
 
 
-def _attention_recorder(pipe, spec, cfg):
+def _attention_recorder(pipe, spec, cfg, *, keep_per_step: bool = False):
     """A recorder for the backbone's kind of text attention: UNet cross-attention or SD3's
     joint attention."""
     if spec.attention == "joint":
         from core.attention.joint import record_joint_attention
 
-        return record_joint_attention(pipe, cfg=cfg)
+        return record_joint_attention(pipe, cfg=cfg, keep_per_step=keep_per_step)
     from core.attention.record import record_attention
 
-    return record_attention(pipe, cfg=cfg)
+    return record_attention(pipe, cfg=cfg, keep_per_step=keep_per_step)
 
 
-def _word_maps(recorder, prompt: str, pipe, spec) -> dict:
+def _word_maps(raw, prompt: str, pipe, spec, *, t5_dropped: bool | None = None) -> dict:
+    """{word: WordMap} from a recorder or one step's raw maps (`t5_dropped` for the latter)."""
     if spec.attention == "joint":
         from core.attention.joint import sd3_word_maps
 
-        return sd3_word_maps(recorder, prompt, pipe.tokenizer, getattr(pipe, "tokenizer_3", None))
+        t5 = None if t5_dropped else getattr(pipe, "tokenizer_3", None)
+        return sd3_word_maps(raw, prompt, pipe.tokenizer, t5)
     from core.attention.analysis import word_maps
 
-    return word_maps(recorder, prompt, pipe.tokenizer)
+    return word_maps(raw, prompt, pipe.tokenizer)
 
 
 def _mean(values: list[float]) -> float | None:

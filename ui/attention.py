@@ -39,6 +39,8 @@ def build_attention(lab, demo: gr.Blocks, folder: gr.State, scene: gr.Dropdown):
         with gr.Row():
             words = gr.CheckboxGroup([], label="Words", scale=3, elem_id="att-words")
             alpha = gr.Slider(0.0, 1.0, value=0.5, step=0.05, label="Opacity", scale=1)
+            step = gr.Slider(0, 1, value=0, step=1, label="Step (0 = all steps summed)", visible=False,
+                             scale=1, elem_id="att-step")
         grid = gr.Gallery(label="Word maps over the generated image (jet: blue low, red high)", columns=4,
                           format="png", height=420, elem_id="att-grid")
         stats = gr.Dataframe(headers=STATS_HEADERS, interactive=False, wrap=True, elem_id="att-stats",
@@ -66,20 +68,32 @@ def build_attention(lab, demo: gr.Blocks, folder: gr.State, scene: gr.Dropdown):
     def open_run(run_id):
         from core.attention.analysis import load_maps
 
+        from core.attention.analysis import load_step_maps
+
         if not run_id:
-            return gr.CheckboxGroup([], value=[]), gr.DownloadButton(visible=False)
-        names = list(load_maps(lab.runs.open(run_id).path))
-        npz = lab.runs.open(run_id).path / "attention" / "maps.npz"
-        return gr.CheckboxGroup(names, value=names, label="Words"), gr.DownloadButton(value=str(npz), visible=True)
+            return gr.CheckboxGroup([], value=[]), gr.DownloadButton(visible=False), gr.Slider(visible=False)
+        folder_path = lab.runs.open(run_id).path
+        names = list(load_maps(folder_path))
+        steps = load_step_maps(folder_path)
+        n_steps = len(next(iter(steps.values()))) if steps else 0
+        return (gr.CheckboxGroup(names, value=names, label="Words"),
+                gr.DownloadButton(value=str(folder_path / "attention" / "maps.npz"), visible=True),
+                gr.Slider(0, max(n_steps, 1), value=0, step=1, visible=n_steps > 0,
+                          label=f"Step (0 = all {n_steps} steps summed)"))
 
     @user_errors
-    def show(path, run_id, chosen, opacity):
-        from core.attention.analysis import load_maps, overlay
+    def show(path, run_id, chosen, opacity, step_no=0):
+        from dataclasses import replace
+
+        from core.attention.analysis import load_maps, load_step_maps, overlay
 
         if not run_id:
             return [], []
         r = lab.runs.open(run_id)
         maps = load_maps(r.path)
+        steps = load_step_maps(r.path) if step_no else None
+        if steps:  # one step's maps instead of the total
+            maps = {w: replace(m, map=steps[w][int(step_no) - 1]) for w, m in maps.items() if w in steps}
         image = r.image()
         pictures = [(overlay(image, maps[w].map, alpha=float(opacity)), w) for w in chosen or [] if w in maps]
         return pictures, _stats_rows(lab, path, r, [maps[w] for w in chosen or [] if w in maps])
@@ -96,9 +110,10 @@ def build_attention(lab, demo: gr.Blocks, folder: gr.State, scene: gr.Dropdown):
         return runs_with_maps(path, runs[0].run_id)
 
     gr.on([demo.load, folder.change, refresh.click], runs_with_maps, folder, run, api_name="attention_runs")
-    run.change(open_run, run, [words, arrays], api_name="attention_words").then(
-        show, [folder, run, words, alpha], [grid, stats], **INTERNAL)
-    gr.on([words.input, alpha.release], show, [folder, run, words, alpha], [grid, stats], api_name="attention_maps")
+    run.change(open_run, run, [words, arrays, step], api_name="attention_words").then(
+        show, [folder, run, words, alpha, step], [grid, stats], **INTERNAL)
+    gr.on([words.input, alpha.release, step.release], show, [folder, run, words, alpha, step], [grid, stats],
+          api_name="attention_maps")
     probe.change(lambda name: PROBES[name], probe, probe_prompt, **INTERNAL)
     probe_btn.click(run_probe, [folder, scene, backbone, probe_prompt], run, api_name="attention_probe", **GPU)
     return run

@@ -49,6 +49,7 @@ def build_generate(lab, demo: gr.Blocks, folder: gr.State):
             seed = gr.Number(value=0, precision=0, label="Seed")
             num_images = gr.Slider(1, 4, value=1, step=1, label="Images")
             record = gr.Checkbox(value=True, label="Record attention maps (one image)", elem_id="gen-record")
+            record_steps = gr.Checkbox(value=False, label="…and each step's maps (more memory)")
             image_guidance = gr.Slider(1.0, 3.0, value=1.5, step=0.1, label="Image guidance", visible=False)
             control_scale = gr.Slider(0.0, 2.0, value=1.0, step=0.05, label="ControlNet scale", visible=False)
         with gr.Group(visible=False) as meta_box:
@@ -119,13 +120,14 @@ def build_generate(lab, demo: gr.Blocks, folder: gr.State):
         download_weights(spec, lab.source(backbone_id), progress=lambda done, total: progress((done, total)))
         return _readiness_text(lab, backbone_id)
 
-    def run(path, record_maps, *values, progress=gr.Progress()):
+    def run(path, record_maps, record_steps_v, *values, progress=gr.Progress()):
         request = _request(lab, values)
         record_maps = bool(record_maps) and lab.can_record_attention(request)
         cancel = _new_token()
         yield {token: cancel}
         try:
-            runs = yield from _stream(lab, request, lab.dataset(path), cancel, progress, preview, record_maps)
+            runs = yield from _stream(lab, request, lab.dataset(path), cancel, progress, preview, record_maps,
+                                      record_maps and bool(record_steps_v))
         except GenerationCancelled as err:
             gr.Info(str(err))
             return
@@ -174,7 +176,7 @@ def build_generate(lab, demo: gr.Blocks, folder: gr.State):
           [ready, download, mode, steps, guidance, strength, size, image_guidance, control_scale, negative,
            meta_box], **INTERNAL)
     download.click(fetch, backbone, ready, api_name="download_backbone")
-    run_btn.click(run, [folder, record, *params], [token, preview, gallery, info, newest, to_evaluate, to_attention],
+    run_btn.click(run, [folder, record, record_steps, *params], [token, preview, gallery, info, newest, to_evaluate, to_attention],
                   api_name="generate", **GPU)
     stop_btn.click(stop, token, None, api_name="stop", queue=False)
     compare_btn.click(compare, [folder, compare_with, sweep, values, *params], grid, api_name="compare", **GPU)
@@ -205,7 +207,7 @@ def _request(lab, values) -> GenerationRequest:
         control_scale=float(control_scale))
 
 
-def _stream(lab, request, index, cancel, progress, preview_out, attention=False):
+def _stream(lab, request, index, cancel, progress, preview_out, attention=False, attention_steps=False):
     """Run the generation in a worker thread; yield previews while it runs; return its runs."""
     updates: queue.Queue = queue.Queue()
     outcome: dict = {}
@@ -216,7 +218,7 @@ def _stream(lab, request, index, cancel, progress, preview_out, attention=False)
     def work():
         try:
             outcome["runs"] = lab.generate(request, index, on_step=on_step, preview_every=5, cancel=cancel,
-                                           attention=attention)
+                                           attention=attention, attention_steps=attention_steps)
         except BaseException as err:  # handed to the UI thread below
             outcome["error"] = err
         finally:

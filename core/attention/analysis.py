@@ -236,5 +236,27 @@ def load_maps(folder) -> dict[str, WordMap]:
                 for e in entries}
 
 
-__all__ = ["WordMap", "heat_image", "load_maps", "normalise", "overlay", "prompt_words", "save_maps",
+def save_step_maps(folder, per_step: list[dict[str, WordMap]]) -> Path:
+    """Write `folder/attention/steps.npz`: for each word (same keys as maps.npz), its map at
+    every recorded step, [steps, H, W] in [0, 1] (each step normalised on its own)."""
+    out = _attention_dir(folder)
+    out.mkdir(parents=True, exist_ok=True)
+    entries = json.loads((out / "words.json").read_text(encoding="utf-8"))["words"]
+    arrays = {e["key"]: np.stack([np.asarray(step[e["word"]].map, dtype=np.float32) for step in per_step])
+              for e in entries if all(e["word"] in step for step in per_step)}
+    np.savez_compressed(out / "steps.npz", **arrays)
+    return out / "steps.npz"
+
+
+def load_step_maps(folder) -> dict[str, np.ndarray] | None:
+    """{word: [steps, H, W]} saved by `save_step_maps`, or None when no steps were kept."""
+    out_dir = _attention_dir(folder)
+    if not (out_dir / "steps.npz").exists():
+        return None
+    entries = json.loads((out_dir / "words.json").read_text(encoding="utf-8"))["words"]
+    with np.load(out_dir / "steps.npz") as data:
+        return {e["word"]: np.asarray(data[e["key"]]) for e in entries if e["key"] in data.files}
+
+
+__all__ = ["WordMap", "heat_image", "load_maps", "load_step_maps", "save_step_maps", "normalise", "overlay", "prompt_words", "save_maps",
            "share_inside", "token_position", "word_maps", "word_tokens"]

@@ -8,7 +8,7 @@ PARAMS = [SCENE, "tiny-sd21", "a satellite image after a hurricane", "", "img2im
 
 
 def test_generate_saves_runs_with_their_seeds(client):
-    result = client.predict(False, *PARAMS, api_name="/generate")
+    result = client.predict(False, False, *PARAMS, api_name="/generate")
     # outputs: preview, gallery, info, to_evaluate (states and buttons are not returned)
     gallery, info = result[1], result[2]
     assert len(gallery) == 2
@@ -33,7 +33,7 @@ def test_unknown_scene_is_a_clear_error(client):
     import pytest
 
     with pytest.raises(Exception, match="nowhere_00000001"):
-        client.predict(False, "nowhere_00000001", *PARAMS[1:], api_name="/generate")
+        client.predict(False, False, "nowhere_00000001", *PARAMS[1:], api_name="/generate")
 
 
 def test_token_counter_says_where_an_encoder_would_cut(client):
@@ -62,7 +62,7 @@ def test_stop_ends_a_running_generation_and_saves_nothing(client):
     before = len(client.predict(scene, api_name="/list_runs")["choices"])
     params = [scene, "tiny-sd21", "a flooded coast", "", "txt2img", 100, 7.5, 1.0, 64, 11, 1,
               1.5, 1.0, False, 0, 0, 0, 0, 0, 0, 0]
-    job = client.submit(False, *params, api_name="/generate")
+    job = client.submit(False, False, *params, api_name="/generate")
     deadline = time.time() + 60
     while time.time() < deadline and not (job.status().progress_data or job.done()):
         time.sleep(0.05)  # wait until denoising has started
@@ -77,21 +77,25 @@ def test_a_backbone_that_is_not_downloaded_says_how_to_get_it(client):
 
     params = [SCENE, "sd21", *PARAMS[2:]]
     with pytest.raises(Exception, match="stabilityai/stable-diffusion-2-1"):
-        client.predict(False, *params, api_name="/generate")
+        client.predict(False, False, *params, api_name="/generate")
     # The app keeps working: the tiny backbone still generates.
-    assert "Saved 1 run(s)" in client.predict(False, *[SCENE, "tiny-sd21", *PARAMS[2:10], 1, *PARAMS[11:]],
+    assert "Saved 1 run(s)" in client.predict(False, False, *[SCENE, "tiny-sd21", *PARAMS[2:10], 1, *PARAMS[11:]],
                                                api_name="/generate")[2]
 
 
 def test_recorded_attention_maps_show_per_word_with_damage_shares(client):
     params = [SCENE, "tiny-sd21", "flooded streets near damaged houses", *PARAMS[3:10], 1, *PARAMS[11:]]
-    client.predict(True, *params, api_name="/generate")
+    client.predict(True, True, *params, api_name="/generate")
     runs = client.predict(api_name="/attention_runs")
     newest = runs["value"]
     assert newest and "tiny-sd21" in dict((v, k) for k, v in runs["choices"])[newest]
-    words, _npz = client.predict(newest, api_name="/attention_words")
+    words, _npz, step = client.predict(newest, api_name="/attention_words")
     assert {"flooded", "streets", "near", "damaged", "houses"} == set(words["value"])
-    grid, stats = client.predict(newest, ["flooded", "houses"], 0.5, api_name="/attention_maps")
+    assert step["visible"] and step["maximum"] == 2  # per-step maps were kept: 2 steps
+    grid, stats = client.predict(newest, ["flooded", "houses"], 0.5, 0, api_name="/attention_maps")
+    first_step, _ = client.predict(newest, ["flooded", "houses"], 0.5, 1, api_name="/attention_maps")
+    assert [item["caption"] for item in first_step] == ["flooded", "houses"]
+    assert first_step[0]["image"]["url"] != grid[0]["image"]["url"]
     assert [item["caption"] for item in grid] == ["flooded", "houses"]
     rows = {row[0]: row for row in stats["data"]}
     assert set(rows) == {"flooded", "houses"}

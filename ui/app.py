@@ -26,7 +26,7 @@ def build_ui(lab) -> gr.Blocks:
             browse = build_browse(lab, demo)
             build_captions(lab, demo, browse.opened)
             gen_scene, gen_to_evaluate, gen_to_attention, gen_newest = build_generate(lab, demo, browse.opened)
-            att_run = build_attention(lab, demo, browse.opened, gen_scene)
+            att_run, att_runs_with = build_attention(lab, demo, browse.opened, gen_scene)
             eval_scene = build_evaluate(lab, demo, browse.opened)
         browse.to_evaluate.click(
             lambda scene_id: (gr.Tabs(selected="evaluate"), gr.Dropdown(value=scene_id)),
@@ -35,8 +35,8 @@ def build_ui(lab) -> gr.Blocks:
             lambda scene_id: (gr.Tabs(selected="generate"), gr.Dropdown(value=scene_id)),
             browse.selected, [tabs, gen_scene], api_name="send_to_generate")
         gen_to_attention.click(
-            lambda run_id: (gr.Tabs(selected="attention"), gr.Dropdown(value=run_id)),
-            gen_newest, [tabs, att_run], api_name="generation_to_attention")
+            lambda path, run_id: (gr.Tabs(selected="attention"), att_runs_with(path, run_id)),
+            [browse.opened, gen_newest], [tabs, att_run], api_name="generation_to_attention")
         gen_to_evaluate.click(
             lambda scene_id: (gr.Tabs(selected="evaluate"), gr.Dropdown(value=scene_id)),
             gen_scene, [tabs, eval_scene], api_name="generation_to_evaluate")

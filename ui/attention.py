@@ -26,7 +26,8 @@ STATS_HEADERS = ["word", "raw total"] + [f"{r}: attention / pixels" for r in MAS
 
 def build_attention(lab, demo: gr.Blocks, folder: gr.State, scene: gr.Dropdown):
     """The Attention tab. `scene` is Generate's scene dropdown (the probe runs on it).
-    Returns the run dropdown, so Generate can open a run here."""
+    Returns the run dropdown and `runs_with_maps(folder, run_id)`, its fresh value with
+    `run_id` chosen, so Generate can open a run here."""
     unet = [(s.label, s.id) for s in lab.backbones() if s.attention in ("unet", "joint")]
     with gr.Tab("Attention", id="attention"):
         gr.Markdown("DAAM word maps: how much each word of the prompt attended to each pixel, summed over "
@@ -116,7 +117,7 @@ def build_attention(lab, demo: gr.Blocks, folder: gr.State, scene: gr.Dropdown):
           api_name="attention_maps")
     probe.change(lambda name: PROBES[name], probe, probe_prompt, **INTERNAL)
     probe_btn.click(run_probe, [folder, scene, backbone, probe_prompt], run, api_name="attention_probe", **GPU)
-    return run
+    return run, runs_with_maps
 
 
 def _stats_rows(lab, path, run, maps) -> list[list]:

@@ -104,18 +104,26 @@ def word_tokens(prompt: str, tokenizer, n_positions: int | None = None,
             out.setdefault(key, [])
             out[key].extend(p for p in pos if p not in out[key])
 
+    for key, idx in match_words(found, words, lambda text: [t for t, _ in prompt_words(text, tokenizer)]):
+        add(key, idx)
+    return out
+
+
+def match_words(found: list[tuple[str, list[int]]], words: list[str] | None, split) -> list[tuple[str, list[int]]]:
+    """(key, token indices) pairs: every word of `found` when `words` is None, else each
+    wanted word or phrase wherever it occurs as consecutive words of `found` (`split(text)`
+    gives a wanted phrase's words, tokenized the same way)."""
     if words is None:
-        for text, idx in found:
-            add(text, idx)
-        return out
+        return list(found)
     texts = [t for t, _ in found]
+    out = []
     for wanted in words:
-        target = [t for t, _ in prompt_words(wanted, tokenizer)]
+        target = split(wanted)
         if not target:
             continue
         for start in range(len(found) - len(target) + 1):
             if texts[start:start + len(target)] == target:
-                add(wanted, [j for _, idx in found[start:start + len(target)] for j in idx])
+                out.append((wanted, [j for _, idx in found[start:start + len(target)] for j in idx]))
     return out
 
 

@@ -60,7 +60,7 @@ from __future__ import annotations
 import math
 import re
 
-from core.attention.analysis import WINDOW, WordMap, _as_numpy, normalise, word_tokens
+from core.attention.analysis import WINDOW, WordMap, _as_numpy, match_words, normalise, word_tokens
 from core.attention.record import AttentionRecorder
 
 CLIP_TOKENS = WINDOW  # the CLIP part of SD3's text axis (one 77-position window)
@@ -273,18 +273,8 @@ def t5_word_tokens(prompt: str, t5_tokenizer, n_t5: int | None = None,
             out.setdefault(key, [])
             out[key].extend(p for p in pos if p not in out[key])
 
-    if words is None:
-        for text, idx in found:
-            add(text, idx)
-        return out
-    texts = [t for t, _ in found]
-    for wanted in words:
-        target = [t for t, _ in t5_word_pieces(wanted, t5_tokenizer)]
-        if not target:
-            continue
-        for start in range(len(found) - len(target) + 1):
-            if texts[start:start + len(target)] == target:
-                add(wanted, [i for _, idx in found[start:start + len(target)] for i in idx])
+    for key, idx in match_words(found, words, lambda text: [t for t, _ in t5_word_pieces(text, t5_tokenizer)]):
+        add(key, idx)
     return out
 
 

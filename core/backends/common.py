@@ -235,6 +235,10 @@ class DiffusersBackend:
                         schedulers=self.schedulers, options=self.options)
 
     # -- loading ------------------------------------------------------------------------
+    def pipeline_used(self, pipe, request):
+        """The diffusers pipeline `run` uses for `request` (recorded with each run)."""
+        return pipeline_for(pipe, request.mode)
+
     def attention_cfg(self, request):
         """How the UNet batch is stacked for `request`, for the attention recorder: True when
         guidance doubles it as [unconditional, conditional], False when it is all

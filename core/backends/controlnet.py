@@ -250,6 +250,17 @@ class ControlNetBackend(ClipWindowPrompts, DiffusersBackend):
         )
 
     # -- running ------------------------------------------------------------------------
+    def pipeline_used(self, pipe, request):
+        """The ControlNet pipeline at strength 1; below 1, its img2img (SDEdit) sibling."""
+        p = pipeline_for(pipe, request.mode)
+        if float(request.strength) >= 1.0:
+            return p
+        if hasattr(pipe, "pipes"):
+            return pipe.pipes[SDEDIT]
+        from diffusers import StableDiffusionControlNetImg2ImgPipeline
+
+        return StableDiffusionControlNetImg2ImgPipeline.from_pipe(p)
+
     def run(self, pipe, request, *, init_image=None, control_image=None, generators: list,
             callback=None) -> list:
         """PIL images for `request`, one per generator. The condition image is
@@ -260,11 +271,7 @@ class ControlNetBackend(ClipWindowPrompts, DiffusersBackend):
         size = int(request.size)
         condition = image_at_size(control_image if control_image is not None else init_image, size)
         sdedit = float(request.strength) < 1.0
-        p = pipe.pipes[SDEDIT] if sdedit and hasattr(pipe, "pipes") else pipeline_for(pipe, request.mode)
-        if sdedit and not hasattr(pipe, "pipes"):
-            from diffusers import StableDiffusionControlNetImg2ImgPipeline
-
-            p = StableDiffusionControlNetImg2ImgPipeline.from_pipe(p)
+        p = self.pipeline_used(pipe, request)
         set_scheduler(pipe, p, request.scheduler)
         kwargs: dict[str, Any] = dict(
             num_inference_steps=int(request.steps),

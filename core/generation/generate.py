@@ -98,7 +98,8 @@ def build_record(request: GenerationRequest, *, backend, pipe, seeds: list[int],
     from core.generation.prompts import token_report
 
     spec = backend.spec
-    p = pipeline_for(pipe, request.mode)
+    used = getattr(backend, "pipeline_used", None)
+    p = used(pipe, request) if used is not None else pipeline_for(pipe, request.mode)
     handling = backend.prompt_handling(pipe, request) if hasattr(backend, "prompt_handling") else "text"
     chunked = "windows" in handling
     tokens = token_report(p, spec.tokenizers, request.prompt, request.negative_prompt, chunked=chunked)

@@ -259,3 +259,14 @@ def test_ip2p_refuses_a_plain_sd_folder_and_missing_sources(backends, tiny_model
         backend.load(tiny_models["tiny-controlnet"].parent / "tiny-sd21", device="cpu", dtype=None)
     with pytest.raises(ModelNotAvailable, match="does not exist"):
         backend.load(tmp_path / "nowhere", device="cpu", dtype=None)
+
+
+def test_the_run_record_names_the_pipeline_that_ran(loaded, backends):
+    from core.generation.generate import build_record
+
+    backend, pipe = backends["tiny-controlnet"], loaded["tiny-controlnet"]
+    for strength, name in ((1.0, "StableDiffusionControlNetPipeline"),
+                           (0.5, "StableDiffusionControlNetImg2ImgPipeline")):
+        request = make_request("tiny-controlnet", strength=strength)
+        record = build_record(request, backend=backend, pipe=pipe, seeds=[0], callback=None, seconds=0.0)
+        assert record["pipeline"] == name

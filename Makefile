@@ -7,12 +7,12 @@ ARGS ?=
 .PHONY: setup run test browser demo-scenes bench clean
 
 # The virtual environment, rebuilt when the requirements change.
+# daam is the DAAM authors' reference that tests/unit/test_attention_oracle.py checks our
+# attention maps against. Its own pins (diffusers 0.21.2, transformers 4.30.2) conflict with
+# ours, hence --no-deps (what it imports, matplotlib and spacy, is in requirements-dev.txt).
 $(BIN)/.installed: requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --upgrade -r requirements-dev.txt
-	# daam: the DAAM authors' reference that tests/unit/test_attention_oracle.py checks our
-	# attention maps against. Its own pins (diffusers 0.21.2, transformers 4.30.2) conflict
-	# with ours, hence --no-deps (its imports, matplotlib and spacy, are in requirements-dev).
 	$(BIN)/pip install --no-deps daam==0.2.0
 	touch $@
 

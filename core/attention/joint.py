@@ -61,7 +61,7 @@ import math
 import re
 
 from core.attention.analysis import WINDOW, WordMap, _as_numpy, match_words, normalise, word_tokens
-from core.attention.record import AttentionRecorder
+from core.attention.record import AttentionRecorder, split_heads
 
 CLIP_TOKENS = WINDOW  # the CLIP part of SD3's text axis (one 77-position window)
 T5_WORD_START = "\u2581"  # SentencePiece's word-start marker '▁'
@@ -93,18 +93,8 @@ class RecordingJointAttnProcessor:
         residual = hidden_states
         batch_size = hidden_states.shape[0]
 
-        query = attn.to_q(hidden_states)
-        key = attn.to_k(hidden_states)
-        value = attn.to_v(hidden_states)
-        inner_dim = key.shape[-1]
-        head_dim = inner_dim // attn.heads
-        query = query.view(batch_size, -1, attn.heads, head_dim).transpose(1, 2)
-        key = key.view(batch_size, -1, attn.heads, head_dim).transpose(1, 2)
-        value = value.view(batch_size, -1, attn.heads, head_dim).transpose(1, 2)
-        if attn.norm_q is not None:
-            query = attn.norm_q(query)
-        if attn.norm_k is not None:
-            key = attn.norm_k(key)
+        query, key, value, head_dim = split_heads(
+            attn, batch_size, attn.to_q(hidden_states), attn.to_k(hidden_states), attn.to_v(hidden_states))
 
         if encoder_hidden_states is not None:
             import torch

@@ -68,6 +68,18 @@ def _grid(n_tokens: int, latent_hw: tuple[int, int] | None) -> tuple[int, int]:
     return side, side
 
 
+def split_heads(attn, batch_size: int, query, key, value):
+    """(query, key, value, head_dim) reshaped to (batch, heads, tokens, head_dim), with the
+    layer's q/k norms applied, as diffusers' attention processors do."""
+    head_dim = key.shape[-1] // attn.heads
+    query, key, value = (t.view(batch_size, -1, attn.heads, head_dim).transpose(1, 2) for t in (query, key, value))
+    if attn.norm_q is not None:
+        query = attn.norm_q(query)
+    if attn.norm_k is not None:
+        key = attn.norm_k(key)
+    return query, key, value, head_dim
+
+
 class RecordingAttnProcessor:
     """A cross-attention processor that returns what `AttnProcessor2_0` returns and hands
     the attention probabilities to its recorder."""
@@ -102,15 +114,7 @@ class RecordingAttnProcessor:
         key = attn.to_k(encoder_hidden_states)
         value = attn.to_v(encoder_hidden_states)
 
-        inner_dim = key.shape[-1]
-        head_dim = inner_dim // attn.heads
-        query = query.view(batch_size, -1, attn.heads, head_dim).transpose(1, 2)
-        key = key.view(batch_size, -1, attn.heads, head_dim).transpose(1, 2)
-        value = value.view(batch_size, -1, attn.heads, head_dim).transpose(1, 2)
-        if attn.norm_q is not None:
-            query = attn.norm_q(query)
-        if attn.norm_k is not None:
-            key = attn.norm_k(key)
+        query, key, value, head_dim = split_heads(attn, batch_size, query, key, value)
 
         # The scale scaled_dot_product_attention uses by default (AttnProcessor2_0 passes none).
         scores = torch.matmul(query, key.transpose(-1, -2)) * (1.0 / math.sqrt(head_dim))

@@ -150,23 +150,13 @@ class JointAttentionRecorder(AttentionRecorder):
         self.t5_dropped: bool | None = None
         self._context = None  # the transformer's text input of the current step
 
-    # -- install / restore ----------------------------------------------------------------
-    def __enter__(self) -> "JointAttentionRecorder":
-        if self._original is not None:
-            raise RuntimeError("This recorder is already recording.")
-        original = dict(self.unet.attn_processors)
-        joint = set(_joint_attention_names(self.unet))
-        processor = RecordingJointAttnProcessor(self)
-        wanted = {name: (processor if name in joint else proc) for name, proc in original.items()}
-        self.n_layers = len(joint)
-        self._original = original
-        try:
-            self.unet.set_attn_processor(dict(wanted))  # set_attn_processor pops from its dict
-            self._hook = self.unet.register_forward_pre_hook(self._on_unet_call, with_kwargs=True)
-        except BaseException:
-            self._restore()
-            raise
-        return self
+    layer_kind = "joint-attention"
+
+    def _recorded_layers(self) -> list[str]:
+        return _joint_attention_names(self.unet)
+
+    def _recording_processor(self):
+        return RecordingJointAttnProcessor(self)
 
     def _restore(self) -> None:
         super()._restore()

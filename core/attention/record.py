@@ -166,17 +166,26 @@ class AttentionRecorder:
         self._original: dict | None = None
         self._hook = None
 
+    layer_kind = "cross-attention"
+
+    def _recorded_layers(self) -> list[str]:
+        """Names of the attention layers whose processor records."""
+        return _cross_attention_names(self.unet)
+
+    def _recording_processor(self):
+        return RecordingAttnProcessor(self)
+
     # -- install / restore ----------------------------------------------------------------
     def __enter__(self) -> "AttentionRecorder":
         if self._original is not None:
             raise RuntimeError("This recorder is already recording.")
         original = dict(self.unet.attn_processors)
-        cross = set(_cross_attention_names(self.unet))
-        if not cross:
-            raise ValueError("This UNet has no cross-attention layers to record.")
-        processor = RecordingAttnProcessor(self)
-        wanted = {name: (processor if name in cross else proc) for name, proc in original.items()}
-        self.n_layers = len(cross)
+        recorded = set(self._recorded_layers())
+        if not recorded:
+            raise ValueError(f"This model has no {self.layer_kind} layers to record.")
+        processor = self._recording_processor()
+        wanted = {name: (processor if name in recorded else proc) for name, proc in original.items()}
+        self.n_layers = len(recorded)
         self._original = original
         try:
             self.unet.set_attn_processor(dict(wanted))  # set_attn_processor pops from its dict

@@ -16,6 +16,7 @@ from typing import Any
 
 from core.backends import BackendSpec
 from core.errors import ModelLoadError, RequestError
+from core.models.dtypes import torch_dtype
 from core.types import GENERATION_MODES
 
 # Scheduler names a request may give, and the diffusers classes they stand for.
@@ -27,47 +28,6 @@ SCHEDULERS: dict[str, str] = {
     "flow_euler": "FlowMatchEulerDiscreteScheduler",
 }
 UNET_SCHEDULERS = ("ddim", "euler", "euler_a", "dpm++")
-
-_DTYPES = {"fp16": "float16", "float16": "float16", "half": "float16", "bf16": "bfloat16",
-           "bfloat16": "bfloat16", "fp32": "float32", "float32": "float32", "float": "float32"}
-
-
-def torch_dtype(dtype: Any, device: str | Any = "cpu"):
-    """A torch dtype from "fp16"/"bf16"/"fp32", a torch dtype or None (= fp32). The CPU
-    always runs fp32 (half precision there is slow or unsupported)."""
-    import torch
-
-    if str(device).startswith("cpu") or dtype is None:
-        return torch.float32
-    if isinstance(dtype, torch.dtype):
-        return dtype
-    name = _DTYPES.get(str(dtype).replace("torch.", "").lower())
-    if name is None:
-        raise ValueError(f"Unknown dtype {dtype!r}; use fp16, bf16 or fp32.")
-    return getattr(torch, name)
-
-
-def jsonable(value: Any) -> Any:
-    """`value` with tuples, paths, numpy and torch scalars turned into JSON types."""
-    if isinstance(value, dict):
-        return {str(k): jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple, set, frozenset)):
-        return [jsonable(v) for v in value]
-    if value is None or isinstance(value, (bool, int, str)):
-        return value
-    if isinstance(value, float):
-        return value if math.isfinite(value) else str(value)
-    if isinstance(value, Path):
-        return str(value)
-    if hasattr(value, "item") and callable(value.item):
-        try:
-            return jsonable(value.item())
-        except (TypeError, ValueError, RuntimeError):
-            pass
-    if hasattr(value, "tolist"):
-        return jsonable(value.tolist())
-    return str(value)
-
 
 # -- the loaded pipeline pair -------------------------------------------------------------
 @dataclass(eq=False)
@@ -389,4 +349,4 @@ def _has_variant(folder: Path, variant: str) -> bool:
 
 
 __all__ = ["DiffusersBackend", "LoadedPipeline", "SCHEDULERS", "UNET_SCHEDULERS", "denoising_steps",
-           "jsonable", "pipeline_for", "torch_dtype", "validate_common"]
+           "pipeline_for", "torch_dtype", "validate_common"]

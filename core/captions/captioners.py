@@ -154,13 +154,11 @@ class Captioner:
             return self
         import torch
 
+        from core.models.dtypes import torch_dtype
+
         if device is None:
             device = "cuda" if torch.cuda.is_available() else "cpu"
-        dtype = torch.float32
-        if str(device).startswith("cuda"):
-            bf16 = torch.cuda.get_device_capability(torch.device(device))[0] >= 8
-            dtype = {"bf16": torch.bfloat16 if bf16 else torch.float16,
-                     "fp16": torch.float16}.get(self.spec_dtype, torch.float32)
+        dtype = torch_dtype(self.spec_dtype, device) if str(device).startswith("cuda") else torch.float32
         return self.bind(self.loader(str(device), dtype).to(device))
 
     def _require_bundle(self) -> ModelBundle:

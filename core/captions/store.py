@@ -31,7 +31,6 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
-import tempfile
 import threading
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -41,6 +40,7 @@ from pathlib import Path
 
 from core.data.names import parse_name, scene_id_for
 from core.errors import LabError
+from core.io import atomic_write_text
 
 STATUSES: tuple[str, ...] = ("auto", "edited", "reviewed")
 PERSON_STATUSES: tuple[str, ...] = ("edited", "reviewed")
@@ -548,7 +548,7 @@ class CaptionStore:
             if rec.summary is not None or rec.text != out["caption"] or row[15]:
                 out[row[15] or "caption_short"] = rec.text
             lines.append(json.dumps(out, ensure_ascii=False))
-        _atomic_write(Path(path), "".join(line + "\n" for line in lines))
+        atomic_write_text(Path(path), "".join(line + "\n" for line in lines))
         return len(lines)
 
     # -- ControlNet training ---------------------------------------------------------------
@@ -591,27 +591,13 @@ def _parse_course_line(line: str) -> tuple[dict | None, str | None]:
     }, None
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def export_controlnet_metadata(path: Path | str, pairs: Iterable[tuple[str, str, str]]) -> int:
     """Write a diffusers ControlNet training ``metadata.jsonl`` from (post image, pre image,
     text) triples: ``{"image": post, "conditioning_image": pre, "text": text}`` per line.
     Returns the number of lines."""
     lines = [json.dumps({"image": str(post), "conditioning_image": str(pre), "text": text}, ensure_ascii=False)
              for post, pre, text in pairs]
-    _atomic_write(Path(path), "".join(line + "\n" for line in lines))
+    atomic_write_text(Path(path), "".join(line + "\n" for line in lines))
     return len(lines)
 
 

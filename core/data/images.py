@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import hashlib
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
+from core.io import atomic_file
 from core.errors import ImageError
 
 
@@ -94,13 +93,6 @@ def thumbnail(path: Path | str, cache_dir: Path | str, size: int = 256) -> Path:
     rgb = load_rgb(path)
     im = Image.fromarray(rgb)
     im.thumbnail((int(size), int(size)), Image.Resampling.LANCZOS)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".thumb-", suffix=".png", dir=out_dir)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            im.save(fh, format="PNG")
-        os.replace(tmp, out)  # atomic: a reader never sees half a thumbnail
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_file(out, "wb") as fh:  # a reader never sees half a thumbnail
+        im.save(fh, format="PNG")
     return out

@@ -28,7 +28,6 @@ from __future__ import annotations
 import difflib
 import json
 import os
-import tempfile
 import threading
 import time
 from collections import Counter
@@ -37,6 +36,7 @@ from pathlib import Path
 
 from core.data import labels as _labels
 from core.data.names import ParsedName, file_name_for, parse_name, scene_id_for
+from core.io import atomic_file
 from core.errors import DataError, ImageError, LabelError
 from core.types import DAMAGE_CLASSES, UNCLASSIFIED, Label, Problem, Scene
 
@@ -132,16 +132,8 @@ class _SummaryCache:
             return
         merged = self._load()
         merged.update(self._dirty)
-        self.file.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".summaries-", suffix=".json", dir=self.file.parent)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                json.dump({"version": _labels.SUMMARY_VERSION, "entries": merged}, fh,
-                          separators=(",", ":"))
-            os.replace(tmp, self.file)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        with atomic_file(self.file) as fh:
+            json.dump({"version": _labels.SUMMARY_VERSION, "entries": merged}, fh, separators=(",", ":"))
         self._entries = merged
         self._dirty.clear()
         self.last_flush = time.monotonic()
@@ -219,7 +211,7 @@ class DatasetIndex:
     def label(self, scene: Scene, phase: str) -> Label | None:
         """The parsed label of `scene`'s `phase` ("pre" or "post"); None when the scene has no
         such label file. Raises LabelError (and records a problem) when the file is broken."""
-        path = _label_path(scene, phase)
+        path = scene.label(phase)
         if path is None:
             return None
         try:
@@ -231,7 +223,7 @@ class DatasetIndex:
     def label_summary(self, scene: Scene, phase: str) -> dict | None:
         """The light summary (core.data.labels.summarize_label) of a scene's label; None
         when it has no such label or the label is broken (then a problem is recorded)."""
-        path = _label_path(scene, phase)
+        path = scene.label(phase)
         if path is None:
             return None
         out = self._summary(path)
@@ -309,7 +301,7 @@ class DatasetIndex:
         """The scene's disaster type: label metadata when already parsed or cached, else the
         table of the 19 xBD disasters, else (unknown name) parsed from its label."""
         for phase in ("post", "pre"):
-            path = _label_path(scene, phase)
+            path = scene.label(phase)
             if path is not None:
                 s = self._known_summary(path)
                 if s is not None and s.get("disaster_type"):
@@ -317,7 +309,7 @@ class DatasetIndex:
         if scene.disaster in DISASTER_TYPE_BY_NAME:
             return DISASTER_TYPE_BY_NAME[scene.disaster]
         for phase in ("post", "pre"):
-            path = _label_path(scene, phase)
+            path = scene.label(phase)
             if path is not None:
                 s = self._summary(path)
                 if s is not None and s.get("disaster_type"):
@@ -429,9 +421,7 @@ class DatasetIndex:
         problem before re-raising ImageError for a missing or corrupt file."""
         from core.data.images import load_rgb
 
-        path = scene.pre_image if phase == "pre" else scene.post_image if phase == "post" else None
-        if phase not in ("pre", "post"):
-            raise ValueError(f"phase must be 'pre' or 'post', got {phase!r}")
+        path = scene.image(phase)
         if path is None:
             raise ImageError(f"Scene {scene.scene_id} has no {phase}-disaster image.")
         try:
@@ -439,14 +429,6 @@ class DatasetIndex:
         except ImageError as err:
             self.report(path, str(err))
             raise
-
-
-def _label_path(scene: Scene, phase: str) -> Path | None:
-    if phase == "post":
-        return scene.post_label
-    if phase == "pre":
-        return scene.pre_label
-    raise ValueError(f"phase must be 'pre' or 'post', got {phase!r}")
 
 
 # -- scanning ------------------------------------------------------------------------------

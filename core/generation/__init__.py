@@ -4,8 +4,8 @@ No UI types and no heavy imports here: torch and diffusers are imported inside t
 functions that need them.
 """
 
-from core.generation.generate import generate, library_versions
+from core.generation.generate import generate
 from core.generation.progress import CancelToken, StepCallback
 from core.generation.seeds import generators_for, seeds_for
 
-__all__ = ["CancelToken", "StepCallback", "generate", "generators_for", "library_versions", "seeds_for"]
+__all__ = ["CancelToken", "StepCallback", "generate", "generators_for", "seeds_for"]

@@ -6,43 +6,16 @@ pipeline (from the model manager) and stores the result (in the run store).
 
 from __future__ import annotations
 
-import functools
-import platform
 import time
 from datetime import datetime, timezone
-from importlib import metadata
 
 import numpy as np
 
 from core.errors import GenerationCancelled, RequestError
+from core.io import jsonable_or_text
 from core.generation.progress import CancelToken, StepCallback
 from core.generation.seeds import generators_for, seeds_for
 from core.types import GenerationRequest, GenerationResult
-
-LIBRARIES = ("torch", "diffusers", "transformers", "huggingface-hub", "tokenizers", "accelerate",
-             "safetensors", "numpy", "pillow")
-
-
-@functools.lru_cache(maxsize=1)
-def _versions() -> tuple:
-    import core
-
-    out: dict[str, str | None] = {}
-    for name in LIBRARIES:
-        try:
-            out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            out[name] = None
-    out["python"] = platform.python_version()
-    out["xbd-diffusion-lab"] = core.__version__
-    return tuple(out.items())
-
-
-def library_versions() -> dict[str, str | None]:
-    """Installed versions of the libraries that shape an image (None when not installed),
-    plus Python's and this package's (looked up once per process)."""
-    return dict(_versions())
-
 
 def prepare_image(image: np.ndarray, size: int):
     """`image` (H, W, 3 uint8, or H, W grey, or H, W, 4) as an RGB PIL image of size × size,
@@ -72,12 +45,10 @@ def _describe_source(pipe, source) -> dict | str | None:
 
 
 def _scheduler_record(p) -> dict | None:
-    from core.backends.common import jsonable
-
     scheduler = getattr(p, "scheduler", None)
     if scheduler is None:
         return None
-    return {"class": type(scheduler).__name__, "config": jsonable(dict(getattr(scheduler, "config", {})))}
+    return {"class": type(scheduler).__name__, "config": jsonable_or_text(dict(getattr(scheduler, "config", {})))}
 
 
 def _to_uint8(image) -> np.ndarray:
@@ -94,7 +65,7 @@ def build_record(request: GenerationRequest, *, backend, pipe, seeds: list[int],
     """Everything needed to make the images again: backbone, model source and the folder it
     was read from, pipeline and scheduler (class + config), resolved parameters, seeds,
     prompts, options, per-encoder token counts, device/dtype and library versions."""
-    from core.backends.common import jsonable, pipeline_for
+    from core.backends.common import pipeline_for
     from core.generation.prompts import token_report
 
     spec = backend.spec
@@ -128,17 +99,16 @@ def build_record(request: GenerationRequest, *, backend, pipe, seeds: list[int],
         "negative_prompt": request.negative_prompt,
         "prompt_handling": handling,
         "token_counts": tokens,
-        "options": jsonable(dict(request.options or {})),
+        "options": jsonable_or_text(dict(request.options or {})),
         "scene_id": request.scene_id,
         "device": str(getattr(p, "device", "")) or None,
         "dtype": str(getattr(p, "dtype", "")).replace("torch.", "") or None,
         "seconds": round(float(seconds), 3),
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "versions": library_versions(),
     }
     load_options = getattr(pipe, "load_options", None)
     if load_options:
-        record["load_options"] = jsonable(load_options)
+        record["load_options"] = jsonable_or_text(load_options)
     return record
 
 

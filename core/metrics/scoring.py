@@ -20,6 +20,7 @@ import numpy as np
 from PIL import Image
 
 from core.errors import MetricError
+from core.io import jsonable
 from core.metrics import functional as F
 from core.metrics.lpips_model import LpipsScorer
 from core.types import MASK_REGIONS, MetricSettings, Scores
@@ -319,21 +320,6 @@ def _num_in(x):
     return float(x)
 
 
-def _jsonable(obj):
-    """Settings and notes as plain JSON values (tuples -> lists, numpy scalars -> Python)."""
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, (bool, np.bool_)):
-        return bool(obj)
-    if isinstance(obj, (int, np.integer)):
-        return int(obj)
-    if isinstance(obj, (float, np.floating)):
-        return _num_out(obj)
-    return obj
-
-
 def scores_to_dict(scores: Scores) -> dict:
     """A JSON-safe dict of ``scores``: infinite PSNR becomes the string ``"inf"``, NaN never
     appears (it would be written as null)."""
@@ -353,7 +339,7 @@ def scores_to_dict(scores: Scores) -> dict:
         "ssim": _num_out(scores.ssim),
         "lpips": _num_out(scores.lpips),
         "lpips_error": scores.lpips_error,
-        "settings": _jsonable(scores.settings),
+        "settings": jsonable(scores.settings),
         "masked": masked,
         "notes": [str(n) for n in scores.notes],
     }

@@ -26,17 +26,13 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
 
 from core.errors import LabError, ModelLoadError, OutOfMemory
+from core.models.dtypes import dtype_name, torch_dtype
 
 GIB = 1024**3
 """Bytes in one unit of `ram_budget_gb` (a GiB)."""
 
 OFFLOAD_MODES = ("none", "model", "sequential")
 
-_DTYPE_ALIASES = {
-    "fp16": "float16", "float16": "float16", "half": "float16",
-    "bf16": "bfloat16", "bfloat16": "bfloat16",
-    "fp32": "float32", "float32": "float32", "float": "float32",
-}
 
 Loader = Callable[[str, Any], Any]
 
@@ -93,10 +89,6 @@ def _modules_of(model: Any, module_type: type) -> list:
     else:
         values = getattr(model, "__dict__", {}).values()
     return [v for v in values if isinstance(v, module_type)]
-
-
-def _dtype_name(dtype: Any) -> str:
-    return str(dtype).replace("torch.", "")
 
 
 class ModelManager:
@@ -164,19 +156,7 @@ class ModelManager:
         always gets float32; bf16 becomes fp16 on GPUs older than compute capability 8
         (and on non-CUDA accelerators).
         """
-        import torch
-
-        name = _DTYPE_ALIASES.get(str(wanted).lower())
-        if name is None:
-            raise ValueError(f"Unknown dtype {wanted!r}; use fp16, bf16 or fp32.")
-        device = torch.device(self.device)
-        if device.type == "cpu":
-            return torch.float32
-        if name == "bfloat16":
-            if device.type == "cuda" and torch.cuda.get_device_capability(device)[0] >= 8:
-                return torch.bfloat16
-            return torch.float16
-        return getattr(torch, name)
+        return torch_dtype(wanted, self.device)
 
     # ---------------------------------------------------------------------------- use
     @contextmanager
@@ -260,7 +240,7 @@ class ModelManager:
         cached_bytes = sum(e.nbytes for e in cached)
 
         def describe(entry: _Entry) -> dict:
-            return {"key": entry.key, "bytes": entry.nbytes, "dtype": _dtype_name(entry.dtype),
+            return {"key": entry.key, "bytes": entry.nbytes, "dtype": dtype_name(entry.dtype),
                     "offloaded": entry.offloaded, "options": list(entry.applied)}
 
         return {

@@ -17,22 +17,20 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import re
 import secrets
 import shutil
 import tempfile
 import threading
 from datetime import datetime, timezone
-from functools import lru_cache
-from importlib import metadata
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Mapping
 
 import numpy as np
 from PIL import Image, PngImagePlugin
 
 from core.errors import RunError
+from core.io import TMP_PREFIX, atomic_write_text, dumps, library_versions
 from core.types import Problem, Scores
 
 RUN_KINDS: tuple[str, ...] = ("generation", "baseline", "upload")
@@ -40,32 +38,10 @@ IMAGE_FILE = "image.png"
 RECORD_FILE = "run.json"
 SCORES_FILE = "scores.json"
 PNG_PARAMS_KEY = "parameters"
-_TMP_PREFIX = ".tmp-"
-# Distributions reported when installed (looked up by metadata, never imported).
-_OPTIONAL_DISTS: tuple[tuple[str, str], ...] = (
-    ("torch", "torch"),
-    ("diffusers", "diffusers"),
-    ("transformers", "transformers"),
-    ("lpips", "lpips"),
-    ("scikit-image", "scikit-image"),
-)
 _SCORES_LOCK = threading.Lock()
 
 
 # ------------------------------------------------------------------------------ helpers
-@lru_cache(maxsize=1)
-def library_versions() -> dict[str, str]:
-    """Python, numpy and pillow versions, plus torch, diffusers, transformers, lpips and
-    scikit-image where installed (read from package metadata, nothing is imported)."""
-    versions = {"python": platform.python_version()}
-    for key, dist in (("numpy", "numpy"), ("pillow", "pillow")) + _OPTIONAL_DISTS:
-        try:
-            versions[key] = metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            continue
-    return versions
-
-
 def _slug(text: str, max_len: int = 40) -> str:
     """Filesystem-safe fragment: ASCII letters, digits and '-' (anything else becomes '-',
     so '_' stays free to separate the parts of a run id and no '..' can appear)."""
@@ -80,52 +56,17 @@ def new_run_id(kind: str, backbone: str, scene_id: str | None, when: datetime) -
     return f"{stamp}_{_slug(kind)}_{_slug(backbone)}_{scene}_{secrets.token_hex(3)}"
 
 
-def _json_default(obj: Any):
-    if isinstance(obj, Path):
-        return str(obj)
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, np.ndarray) and obj.size <= 64:
-        return obj.tolist()
-    if isinstance(obj, (set, frozenset)):
-        return sorted(obj)
-    raise TypeError(f"{type(obj).__name__} is not JSON-serialisable")
-
-
-def _dumps(obj: Any) -> str:
-    """Strict JSON (no NaN/Infinity tokens), with Paths and numpy scalars converted."""
-    return json.dumps(obj, indent=2, default=_json_default, allow_nan=False, ensure_ascii=False)
-
-
 def _clean_params(params: Mapping) -> dict:
     """params as a JSON round-tripped dict; RunError when they cannot be stored."""
     if not isinstance(params, Mapping):
         raise RunError(f"params must be a dict; got {type(params).__name__}.")
     try:
-        return json.loads(_dumps(dict(params)))
+        return json.loads(dumps(dict(params)))
     except (TypeError, ValueError) as exc:
         raise RunError(
             f"The run's params cannot be stored as JSON ({exc}); pass numbers, strings, "
             "lists and dicts (NaN and infinity are not allowed)."
         ) from exc
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file and ``os.replace``."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=_TMP_PREFIX + path.name + ".")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
 
 
 def _as_pil_rgb(image) -> Image.Image:
@@ -219,14 +160,14 @@ class Run:
         with _SCORES_LOCK:
             kept = [e for e in self.scores() if _settings_key(e.get("settings")) != key]
             kept.append(entry)
-            atomic_write_text(self.scores_path, _dumps(kept))
+            atomic_write_text(self.scores_path, dumps(kept))
         return entry
 
     def latest_scores(self, settings_dict: Mapping | None = None) -> dict | None:
         """The most recently scored entry (for ``settings_dict`` when given), or None."""
         entries = self.scores()
         if settings_dict is not None:
-            key = _settings_key(json.loads(_dumps(dict(settings_dict))))
+            key = _settings_key(json.loads(dumps(dict(settings_dict))))
             entries = [e for e in entries if _settings_key(e.get("settings")) == key]
         if not entries:
             return None
@@ -274,15 +215,15 @@ class RunStore:
             "data_root": None if data_root is None else str(data_root),
             "params": clean,
             "created": now.isoformat(timespec="microseconds"),
-            "versions": dict(library_versions()),
+            "versions": library_versions(),
         }
         self.root.mkdir(parents=True, exist_ok=True)
-        tmp_dir = Path(tempfile.mkdtemp(dir=self.root, prefix=_TMP_PREFIX + run_id + "."))
+        tmp_dir = Path(tempfile.mkdtemp(dir=self.root, prefix=TMP_PREFIX + run_id + "."))
         try:
             info = PngImagePlugin.PngInfo()
             info.add_text(PNG_PARAMS_KEY, json.dumps(clean, ensure_ascii=False))
             pil.save(tmp_dir / IMAGE_FILE, format="PNG", pnginfo=info)
-            atomic_write_text(tmp_dir / RECORD_FILE, _dumps(record))
+            atomic_write_text(tmp_dir / RECORD_FILE, dumps(record))
             os.replace(tmp_dir, self.root / run_id)
         except BaseException:
             shutil.rmtree(tmp_dir, ignore_errors=True)
@@ -295,7 +236,7 @@ class RunStore:
         if not path.is_dir():
             raise RunError(f"No run {run_id!r} in {self.root}.")
         # Rename first so the run disappears at once even if removal is slow or fails.
-        trash = self.root / f"{_TMP_PREFIX}deleted-{run_id}.{secrets.token_hex(3)}"
+        trash = self.root / f"{TMP_PREFIX}deleted-{run_id}.{secrets.token_hex(3)}"
         os.replace(path, trash)
         shutil.rmtree(trash, ignore_errors=True)
 
@@ -376,7 +317,5 @@ __all__ = [
     "SCORES_FILE",
     "Run",
     "RunStore",
-    "atomic_write_text",
-    "library_versions",
     "new_run_id",
 ]

@@ -50,7 +50,7 @@ def test_the_record_holds_everything_needed_to_reproduce():
     assert rec["prompt"] == req.prompt and rec["negative_prompt"] == "blurry"
     assert rec["options"] == {} and rec["token_counts"]["clip"]["prompt_tokens"] > 0
     assert rec["pipeline"] == "StableDiffusionImg2ImgPipeline" and rec["denoising_steps"] == 2
-    assert rec["versions"]["torch"] and rec["versions"]["diffusers"] and rec["versions"]["transformers"]
+    assert "versions" not in rec  # the run record keeps them, once (core.io.library_versions)
     assert rec["device"] == "cpu" and rec["dtype"] == "float32"
     assert result.seconds > 0 and len(result.images) == 2
 
@@ -99,8 +99,3 @@ def test_img2img_without_a_tile_is_refused():
                  control_image=np.zeros((64, 64, 3), np.uint8))
 
 
-def test_library_versions_name_the_libraries_that_shape_an_image():
-    from core.generation import library_versions
-
-    versions = library_versions()
-    assert {"torch", "diffusers", "transformers", "python", "xbd-diffusion-lab"} <= set(versions)

@@ -12,6 +12,7 @@ import pytest
 from PIL import Image
 
 from core.errors import RunError
+from core.io import LIBRARIES
 from core.metrics.scoring import score_pair, scores_from_dict
 from core.runs import store as store_module
 from core.runs.store import PNG_PARAMS_KEY, Run, RunStore
@@ -57,8 +58,8 @@ def test_create_writes_image_record_and_png_text(store):
     assert abs((datetime.now(timezone.utc) - created).total_seconds()) < 60
     for key in ("python", "numpy", "pillow"):
         assert record["versions"][key]
-    assert set(record["versions"]) <= {"python", "numpy", "pillow", "torch", "diffusers",
-                                       "transformers", "lpips", "scikit-image"}
+    assert set(record["versions"]) <= {"python", "xbd-diffusion-lab", *LIBRARIES}
+    assert {"torch", "diffusers", "transformers", "xbd-diffusion-lab"} <= set(record["versions"])
     assert run.scores() == [] and run.latest_scores() is None
 
 

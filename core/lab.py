@@ -106,7 +106,7 @@ class Lab:
 
     def scene_caption(self, scene: Scene, phase: str = "post") -> str | None:
         """The current caption of one of the scene's images, or None."""
-        path = scene.post_image if phase == "post" else scene.pre_image
+        path = scene.image(phase)
         record = self.captions.get(path.name) if path is not None else None
         return record.text if record is not None and record.text else None
 

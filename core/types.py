@@ -35,6 +35,20 @@ class Scene:
     post_label: Path | None = None
     target: Path | None = None
 
+    def image(self, phase: str) -> Path | None:
+        """The image of `phase` ("pre" or "post"); None when that file is absent."""
+        return _by_phase(phase, self.pre_image, self.post_image)
+
+    def label(self, phase: str) -> Path | None:
+        """The label JSON of `phase` ("pre" or "post"); None when that file is absent."""
+        return _by_phase(phase, self.pre_label, self.post_label)
+
+
+def _by_phase(phase: str, pre, post):
+    if phase not in PHASES:
+        raise ValueError(f"phase must be 'pre' or 'post', got {phase!r}")
+    return pre if phase == "pre" else post
+
 
 @dataclass(frozen=True)
 class Building:

@@ -197,7 +197,7 @@ def _picture(index, scene, phase, show_overlay):
     A broken label only costs the overlay (with a warning), never the picture."""
     from core.data.overlay import draw_footprints
 
-    if (scene.pre_image if phase == "pre" else scene.post_image) is None:
+    if scene.image(phase) is None:
         return None
     image = index.load_image(scene, phase)
     if show_overlay:

@@ -250,7 +250,7 @@ def _filtered_images(lab, path, status_v, disaster_v, damage_v, phase_v) -> list
     scenes = index.filter(disaster=None if disaster_v == ALL else disaster_v,
                           damage=None if damage_v == ALL else damage_v)
     phases = ("pre", "post") if phase_v == "both" else (phase_v,)
-    names = [getattr(s, f"{p}_image").name for s in scenes for p in phases if getattr(s, f"{p}_image")]
+    names = [s.image(p).name for s in scenes for p in phases if s.image(p)]
     if status_v == ALL:
         return names
     records = {r.image: r for r in lab.captions.list(images=names)}

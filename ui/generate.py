@@ -93,7 +93,7 @@ def build_generate(lab, demo: gr.Blocks, folder: gr.State):
 
         index = lab.dataset(path)
         s = index.get(scene_id)
-        images = [index.load_image(s, p) if getattr(s, f"{p}_image") else None for p in ("pre", "post")]
+        images = [index.load_image(s, p) if s.image(p) else None for p in ("pre", "post")]
         vector = scene_metadata(index, s, resolution=512)
         decoded = decode_metadata(vector) if tuple(vector) != NO_METADATA else {k: 0 for k in META_FIELDS}
         return [*images, lab.default_prompt(index, scene_id), *[decoded[k] for k in META_FIELDS]]

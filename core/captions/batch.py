@@ -92,7 +92,7 @@ def _items(index, scenes: Iterable[Any], phases: tuple[str, ...], report: BatchR
             scene = index.get(scene)
         info = index.scene_info(scene)
         for phase in phases:
-            path = scene.pre_image if phase == "pre" else scene.post_image
+            path = scene.image(phase)
             if path is None:
                 report.missing.append((scene.scene_id, phase))
                 continue

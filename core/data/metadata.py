@@ -104,7 +104,7 @@ def scene_metadata(index, scene, resolution: int = 512, *, phase: str = "post") 
     gsd = main.get("gsd")
     if gsd:
         side = min(main.get("width") or 1024, main.get("height") or 1024)
-        label_path = scene.post_label if main_phase == "post" else scene.pre_label
+        label_path = scene.label(main_phase)
         parsed = parse_name(label_path.name)
         if scene.part is not None and (parsed is None or parsed.part is None):
             side = side / 2.0  # a part tile cropped from a full-tile label

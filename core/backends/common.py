@@ -1,6 +1,7 @@
-"""What the diffusers backbones (SD 2.1, SDXL Turbo, SD3) share: loading through the real
-`from_pretrained` path, the img2img/txt2img pipeline pair, request validation, scheduler
-choice and the pipeline call.
+"""What the diffusers backbones share, so that each backbone file imports only from here:
+the contract (re-exported from core.backends.base) and `register`, loading through the real
+`from_pretrained` path with hub-cache arguments, the img2img/txt2img pipeline pair,
+request validation, scheduler choice, square resizing and the pipeline call.
 
 A backbone module subclasses `DiffusersBackend`, gives it a spec and overrides the few
 hooks that differ (prompt encoding, load options, extra checks). Nothing here imports
@@ -14,10 +15,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from core.backends import BackendSpec
+from core.backends import register
+from core.backends.base import (CONTROL_SCALE, GUIDANCE, NEGATIVE_PROMPT, STEPS, STRENGTH, Backend, BackendSpec,
+                                Control, PromptHandling)
 from core.errors import ModelLoadError, RequestError
 from core.models.dtypes import torch_dtype
 from core.types import GENERATION_MODES
+
+SD21_HUB_ID = "stabilityai/stable-diffusion-2-1"
+"""Stable Diffusion 2.1, the backbone and the base several others build on."""
 
 # Scheduler names a request may give, and the diffusers classes they stand for.
 SCHEDULERS: dict[str, str] = {
@@ -28,6 +34,11 @@ SCHEDULERS: dict[str, str] = {
     "flow_euler": "FlowMatchEulerDiscreteScheduler",
 }
 UNET_SCHEDULERS = ("ddim", "euler", "euler_a", "dpm++")
+
+
+def scheduler_control(choices: tuple[str, ...] = UNET_SCHEDULERS) -> Control:
+    """The scheduler dropdown over `choices` (SCHEDULERS keys)."""
+    return Control("scheduler", "Scheduler", "dropdown", choices=tuple(choices))
 
 # -- the loaded pipeline pair -------------------------------------------------------------
 @dataclass(eq=False)
@@ -91,7 +102,55 @@ class LoadedPipeline:
 def pipeline_for(pipe, mode: str):
     """The diffusers pipeline to call for `mode`: from a LoadedPipeline pair, or `pipe`
     itself when it is a single pipeline."""
-    return pipe.for_mode(mode) if hasattr(pipe, "for_mode") else pipe
+    return pipe.for_mode(mode) if isinstance(pipe, LoadedPipeline) else pipe
+
+
+def set_scheduler(pipe, p, name: str | None) -> None:
+    """Give pipeline `p` (of `pipe`, a LoadedPipeline or a bare pipeline) the scheduler
+    `name` (a SCHEDULERS key; None = the backbone's default)."""
+    if isinstance(pipe, LoadedPipeline):
+        p.scheduler = pipe.scheduler_for(name or None)
+    elif name:
+        import diffusers
+
+        cls = getattr(diffusers, SCHEDULERS[name])
+        if type(p.scheduler) is not cls:
+            p.scheduler = cls.from_config(p.scheduler.config)
+
+
+def image_at_size(image, size: int):
+    """`image` (PIL or uint8 array) as an RGB PIL image of size × size, resized with
+    LANCZOS when it differs; None stays None."""
+    if image is None:
+        return None
+    import numpy as np
+    from PIL import Image
+
+    if not isinstance(image, Image.Image):
+        image = Image.fromarray(np.asarray(image))
+    image = image.convert("RGB")
+    if image.size != (size, size):
+        image = image.resize((size, size), Image.LANCZOS)
+    return image
+
+
+def hub_kwargs(src) -> dict:
+    """`from_pretrained` arguments that read a hub source from the local cache only (no
+    download: that is `sources.download`'s job); {} for a local folder."""
+    if src.kind != "hub":
+        return {}
+    from core.backends.sources import hub_cache_dir
+
+    return {"revision": src.revision, "cache_dir": str(hub_cache_dir()), "local_files_only": True}
+
+
+def step_callback_kwargs(callback) -> dict:
+    """The pipeline-call arguments that install `callback` (a diffusers
+    `callback_on_step_end`, optionally naming its `tensor_inputs`); {} for None."""
+    if callback is None:
+        return {}
+    return {"callback_on_step_end": callback,
+            "callback_on_step_end_tensor_inputs": list(getattr(callback, "tensor_inputs", ["latents"]))}
 
 
 # -- validation ---------------------------------------------------------------------------
@@ -166,7 +225,7 @@ def _no_step_message(name: str, steps: int, strength: float, max_steps: int | No
 
 
 # -- the backend --------------------------------------------------------------------------
-class DiffusersBackend:
+class DiffusersBackend(Backend):
     """A backbone run by a stock diffusers text-to-image / image-to-image pipeline pair.
 
     Subclasses set `spec` (via `default_spec()`), and may override `size_multiple`,
@@ -195,21 +254,6 @@ class DiffusersBackend:
                         schedulers=self.schedulers, options=self.options)
 
     # -- loading ------------------------------------------------------------------------
-    def pipeline_used(self, pipe, request):
-        """The diffusers pipeline `run` uses for `request` (recorded with each run)."""
-        return pipeline_for(pipe, request.mode)
-
-    def attention_cfg(self, request):
-        """How the UNet batch is stacked for `request`, for the attention recorder: True when
-        guidance doubles it as [unconditional, conditional], False when it is all
-        conditional."""
-        return request.guidance > 1
-
-    def load_kwargs(self, request) -> dict:
-        """Options of `request` that change what `load` must do (so a model manager keys its
-        cache by them); {} for most backbones."""
-        return {}
-
     def skipped_components(self, **load_options) -> tuple[str, ...]:
         """Pipeline components not loaded under `load_options`."""
         return ()
@@ -228,16 +272,15 @@ class DiffusersBackend:
 
         Raises ModelNotAvailable when the files are not on disk, ModelLoadError when they
         are but cannot be loaded."""
-        from core.backends.sources import as_source, hub_cache_dir, require_ready
+        from core.backends.sources import as_source, require_ready
 
         src = as_source(source)
         state = require_ready(self.spec, src, skip=self.skipped_components(**load_options))
         dt = torch_dtype(dtype, device)
-        kwargs: dict[str, Any] = {"dtype": dt, **self.from_pretrained_kwargs(**load_options)}
-        if src.kind == "hub":
-            kwargs.update(revision=src.revision, cache_dir=str(hub_cache_dir()), local_files_only=True)
-            if str(dt) == "torch.float16" and self.spec.dtype == "fp16" and _has_variant(Path(state.where), "fp16"):
-                kwargs["variant"] = "fp16"
+        kwargs: dict[str, Any] = {"dtype": dt, **self.from_pretrained_kwargs(**load_options), **hub_kwargs(src)}
+        if src.kind == "hub" and str(dt) == "torch.float16" and self.spec.dtype == "fp16" \
+                and _has_variant(Path(state.where), "fp16"):
+            kwargs["variant"] = "fp16"
         from diffusers import AutoPipelineForImage2Image, AutoPipelineForText2Image
 
         try:
@@ -279,10 +322,6 @@ class DiffusersBackend:
             return {"height": request.size, "width": request.size}
         return {}
 
-    def prompt_handling(self, pipe, request) -> str:
-        """How the prompt reaches the text encoders, in words (for run records)."""
-        return "text"
-
     def run(self, pipe, request, *, init_image=None, control_image=None, generators: list,
             callback=None) -> list:
         """PIL images for `request`, one per generator (see core.backends.Backend)."""
@@ -290,12 +329,7 @@ class DiffusersBackend:
         if not generators:
             raise RequestError("No generators given: one per image is needed.")
         p = pipeline_for(pipe, request.mode)
-        if hasattr(pipe, "scheduler_for"):  # a LoadedPipeline: the default unless asked otherwise
-            p.scheduler = pipe.scheduler_for(request.scheduler or None)
-        elif request.scheduler and type(p.scheduler).__name__ != SCHEDULERS[request.scheduler]:
-            import diffusers
-
-            p.scheduler = getattr(diffusers, SCHEDULERS[request.scheduler]).from_config(p.scheduler.config)
+        set_scheduler(pipe, p, request.scheduler)
         device = p._execution_device
         kwargs = dict(
             num_inference_steps=int(request.steps),
@@ -310,9 +344,7 @@ class DiffusersBackend:
             # One copy of the tile per image: each is VAE-encoded with its own generator
             # (SD3's img2img cannot expand a single image to a list of generators).
             kwargs.update(image=[init_image] * len(generators), strength=float(request.strength))
-        if callback is not None:
-            kwargs.update(callback_on_step_end=callback,
-                          callback_on_step_end_tensor_inputs=list(getattr(callback, "tensor_inputs", ["latents"])))
+        kwargs.update(step_callback_kwargs(callback))
         import torch
 
         with torch.inference_mode():
@@ -331,12 +363,11 @@ class ClipWindowPrompts:
         embeds, negative = encode_long_prompt_sd(p, request.prompt, request.negative_prompt, device)
         return {"prompt_embeds": embeds, "negative_prompt_embeds": negative}
 
-    def prompt_handling(self, pipe, request) -> str:
+    def prompt_handling(self, pipe, request) -> PromptHandling:
         from core.generation.prompts import needs_chunking
 
-        if needs_chunking(pipeline_for(pipe, request.mode), request.prompt, request.negative_prompt):
-            return "clip: 75-token windows encoded separately and concatenated"
-        return "text"
+        return PromptHandling(clip_windows=needs_chunking(pipeline_for(pipe, request.mode), request.prompt,
+                                                          request.negative_prompt))
 
 
 def _has_variant(folder: Path, variant: str) -> bool:
@@ -348,5 +379,7 @@ def _has_variant(folder: Path, variant: str) -> bool:
     return False
 
 
-__all__ = ["DiffusersBackend", "LoadedPipeline", "SCHEDULERS", "UNET_SCHEDULERS", "denoising_steps",
-           "pipeline_for", "torch_dtype", "validate_common"]
+__all__ = ["CONTROL_SCALE", "GUIDANCE", "NEGATIVE_PROMPT", "SCHEDULERS", "SD21_HUB_ID", "STEPS", "STRENGTH", "UNET_SCHEDULERS",
+           "Backend", "BackendSpec", "ClipWindowPrompts", "Control", "DiffusersBackend", "LoadedPipeline",
+           "PromptHandling", "denoising_steps", "hub_kwargs", "image_at_size", "pipeline_for", "register",
+           "scheduler_control", "set_scheduler", "step_callback_kwargs", "torch_dtype", "validate_common"]

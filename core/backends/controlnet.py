@@ -38,12 +38,13 @@ import re
 from pathlib import Path
 from typing import Any
 
-from core.backends import BackendSpec, register
-from core.backends.common import (ClipWindowPrompts, DiffusersBackend, LoadedPipeline, UNET_SCHEDULERS, pipeline_for,
-                                  torch_dtype, validate_common)
+from core.backends.common import (CONTROL_SCALE, GUIDANCE, NEGATIVE_PROMPT, SD21_HUB_ID, STEPS, STRENGTH,
+                                  UNET_SCHEDULERS, BackendSpec, ClipWindowPrompts, DiffusersBackend, LoadedPipeline, hub_kwargs,
+                                  image_at_size, pipeline_for, register, scheduler_control, set_scheduler,
+                                  step_callback_kwargs, torch_dtype, validate_common)
 from core.errors import ModelLoadError, ModelNotAvailable, RequestError
 
-DEFAULT_BASE = "stabilityai/stable-diffusion-2-1"
+DEFAULT_BASE = SD21_HUB_ID
 BASE_HINT_FILE = "base_model.txt"
 SDEDIT = "sdedit"  # key of the img2img (SDEdit + ControlNet) pipeline in LoadedPipeline.pipes
 
@@ -165,7 +166,7 @@ class ControlNetBackend(ClipWindowPrompts, DiffusersBackend):
             attention="unet",
             defaults={"mode": "img2img", "steps": 20, "guidance": 7.5, "strength": 1.0, "size": 512,
                       "control_scale": 1.0, "scheduler": "ddim"},
-            controls=("steps", "guidance", "strength", "seed", "negative_prompt", "control_scale", "scheduler"),
+            controls=(STEPS, GUIDANCE, STRENGTH, NEGATIVE_PROMPT, CONTROL_SCALE, scheduler_control()),
             tokenizers=("clip",),
             notes=NOTES,
         )
@@ -198,7 +199,7 @@ class ControlNetBackend(ClipWindowPrompts, DiffusersBackend):
 
         Raises ModelNotAvailable when the ControlNet or the base is not on disk (saying how
         to get it), ModelLoadError when they cannot be loaded or do not fit each other."""
-        from core.backends.sources import as_source, hub_cache_dir, require_ready
+        from core.backends.sources import as_source, require_ready
 
         if source is None or not str(source).strip():
             raise ModelNotAvailable(f"{self.spec.label} needs the folder of your trained ControlNet. {HOW_TO_GET_ONE}")
@@ -214,7 +215,7 @@ class ControlNetBackend(ClipWindowPrompts, DiffusersBackend):
             sub = Path(state.where) / "controlnet"
             controlnet_dir = Path(state.where)
             cn_args = (src.path_or_id,)
-            cn_kwargs = {"revision": src.revision, "cache_dir": str(hub_cache_dir()), "local_files_only": True}
+            cn_kwargs = hub_kwargs(src)
             if not _is_controlnet_folder(controlnet_dir) and _is_controlnet_folder(sub):
                 cn_kwargs["subfolder"] = "controlnet"
                 controlnet_dir = sub
@@ -229,9 +230,8 @@ class ControlNetBackend(ClipWindowPrompts, DiffusersBackend):
             controlnet = ControlNetModel.from_pretrained(*cn_args, torch_dtype=dt, **cn_kwargs)
         except (OSError, ValueError, KeyError, TypeError, RuntimeError) as err:
             raise ModelLoadError(f"Could not load the ControlNet from {controlnet_dir}: {err}") from err
-        kwargs: dict[str, Any] = {"torch_dtype": dt, "controlnet": controlnet, **self.from_pretrained_kwargs()}
-        if base_src.kind == "hub":
-            kwargs.update(revision=base_src.revision, cache_dir=str(hub_cache_dir()), local_files_only=True)
+        kwargs: dict[str, Any] = {"torch_dtype": dt, "controlnet": controlnet, **self.from_pretrained_kwargs(),
+                                  **hub_kwargs(base_src)}
         try:
             pipe = StableDiffusionControlNetPipeline.from_pretrained(base_src.path_or_id, **kwargs)
         except (OSError, ValueError, KeyError, TypeError, RuntimeError) as err:
@@ -255,7 +255,7 @@ class ControlNetBackend(ClipWindowPrompts, DiffusersBackend):
         p = pipeline_for(pipe, request.mode)
         if float(request.strength) >= 1.0:
             return p
-        if hasattr(pipe, "pipes"):
+        if isinstance(pipe, LoadedPipeline):
             return pipe.pipes[SDEDIT]
         from diffusers import StableDiffusionControlNetImg2ImgPipeline
 
@@ -288,9 +288,7 @@ class ControlNetBackend(ClipWindowPrompts, DiffusersBackend):
                           strength=float(request.strength))
         else:
             kwargs.update(image=condition)
-        if callback is not None:
-            kwargs.update(callback_on_step_end=callback,
-                          callback_on_step_end_tensor_inputs=list(getattr(callback, "tensor_inputs", ["latents"])))
+        kwargs.update(step_callback_kwargs(callback))
         import torch
 
         with torch.inference_mode():
@@ -321,36 +319,6 @@ def _base_ready(spec: BackendSpec, base_src):
     if not state.ready:
         raise ModelNotAvailable(f"{spec.label}: the base model is not available. {state.missing}")
     return state
-
-
-def set_scheduler(pipe, p, name: str | None) -> None:
-    """Give pipeline `p` the scheduler `name` (None = the backbone's default)."""
-    if hasattr(pipe, "scheduler_for"):
-        p.scheduler = pipe.scheduler_for(name or None)
-    elif name:
-        import diffusers
-
-        from core.backends.common import SCHEDULERS
-
-        cls = getattr(diffusers, SCHEDULERS[name])
-        if type(p.scheduler) is not cls:
-            p.scheduler = cls.from_config(p.scheduler.config)
-
-
-def image_at_size(image, size: int):
-    """`image` as an RGB PIL image of size × size (LANCZOS when resized); None stays None."""
-    if image is None:
-        return None
-    from PIL import Image
-
-    if not isinstance(image, Image.Image):
-        import numpy as np
-
-        image = Image.fromarray(np.asarray(image))
-    image = image.convert("RGB")
-    if image.size != (size, size):
-        image = image.resize((size, size), Image.LANCZOS)
-    return image
 
 
 CONTROLNET = register(ControlNetBackend())

@@ -22,14 +22,14 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from core.backends import BackendSpec, register
-from core.backends.common import UNET_SCHEDULERS, LoadedPipeline, pipeline_for, validate_common
-from core.backends.sd21 import SD21Backend
+from core.backends.common import (CONTROL_SCALE, GUIDANCE, NEGATIVE_PROMPT, SD21_HUB_ID, STEPS, STRENGTH,
+                                  UNET_SCHEDULERS, BackendSpec, ClipWindowPrompts, DiffusersBackend, LoadedPipeline,
+                                  pipeline_for, register, scheduler_control, set_scheduler, step_callback_kwargs,
+                                  torch_dtype, validate_common)
 from core.data.metadata import FIELDS, NO_METADATA
 from core.errors import ModelNotAvailable, RequestError
 
 DEFAULT_HUB_ID = "BiliSakura/DiffusionSat-Single-512"
-SD21_BASE = "stabilityai/stable-diffusion-2-1"
 NUM_METADATA = 7
 # Normalised values lie in 0..1000 (years 1980-2100); gsd is m/px x 1000 and may exceed it.
 _UPPER = {"gsd": None}
@@ -71,16 +71,18 @@ def check_metadata(values, what: str = "metadata") -> tuple[float, ...]:
     return vec
 
 
-class DiffusionSatBackend(SD21Backend):
+class DiffusionSatBackend(ClipWindowPrompts, DiffusersBackend):
     """DiffusionSat: SD 2.1's pipeline pair with a metadata-conditioned UNet."""
 
+    default_scheduler_class = "DDIMScheduler"
+    has_safety_checker_slot = True
     controlnet: bool = False
     options: tuple[str, ...] = ()
     schedulers = UNET_SCHEDULERS
 
     def __init__(self, spec: BackendSpec | None = None) -> None:
         super().__init__(spec)
-        self.components_base: str | None = SD21_BASE
+        self.components_base: str | None = SD21_HUB_ID
         self.diffusionsat_base: str | None = DEFAULT_HUB_ID
 
     @classmethod
@@ -96,7 +98,7 @@ class DiffusionSatBackend(SD21Backend):
             attention="unet",
             defaults={"mode": "img2img", "steps": 20, "guidance": 7.5, "strength": 0.8, "size": 512,
                       "scheduler": "ddim"},
-            controls=("steps", "guidance", "strength", "seed", "negative_prompt", "scheduler"),
+            controls=(STEPS, GUIDANCE, STRENGTH, NEGATIVE_PROMPT, scheduler_control()),
             tokenizers=("clip",),
             notes=NOTES,
         )
@@ -159,7 +161,6 @@ class DiffusionSatBackend(SD21Backend):
     def load(self, source: Any, *, device: str = "cpu", dtype: Any = None, **load_options) -> LoadedPipeline:
         """The txt2img and img2img pipelines of `source` on `device` in `dtype` (fp32 on CPU),
         every weight matched (ModelLoadError otherwise)."""
-        from core.backends.common import torch_dtype
         from core.backends.diffusionsat_pipeline import load_pipeline, sibling_pipeline
         from core.backends.sources import as_source
 
@@ -188,8 +189,7 @@ class DiffusionSatBackend(SD21Backend):
             raise RequestError("No generators given: one per image is needed.")
         metadata = self.metadata_of(request)
         p = pipeline_for(pipe, request.mode)
-        if hasattr(pipe, "scheduler_for"):
-            p.scheduler = pipe.scheduler_for(request.scheduler or None)
+        set_scheduler(pipe, p, request.scheduler)
         kwargs = dict(
             num_inference_steps=int(request.steps), guidance_scale=float(request.guidance),
             generator=list(generators), num_images_per_prompt=len(generators), output_type="pil",
@@ -206,9 +206,7 @@ class DiffusionSatBackend(SD21Backend):
                 kwargs["image"] = control_image
             else:
                 kwargs.update(control_image=control_image, height=int(request.size), width=int(request.size))
-        if callback is not None:
-            kwargs.update(callback_on_step_end=callback,
-                          callback_on_step_end_tensor_inputs=list(getattr(callback, "tensor_inputs", ["latents"])))
+        kwargs.update(step_callback_kwargs(callback))
         import torch
 
         with torch.inference_mode():
@@ -235,7 +233,7 @@ class DiffusionSatControlNetBackend(DiffusionSatBackend):
             attention="unet",
             defaults={"mode": "txt2img", "steps": 20, "guidance": 7.5, "strength": 0.8, "size": 512,
                       "scheduler": "ddim", "control_scale": 1.0},
-            controls=("steps", "guidance", "strength", "seed", "negative_prompt", "scheduler", "control_scale"),
+            controls=(STEPS, GUIDANCE, STRENGTH, NEGATIVE_PROMPT, scheduler_control(), CONTROL_SCALE),
             tokenizers=("clip",),
             notes=CONTROLNET_NOTES,
         )
@@ -245,4 +243,4 @@ DIFFUSIONSAT = register(DiffusionSatBackend())
 DIFFUSIONSAT_CONTROLNET = register(DiffusionSatControlNetBackend())
 
 __all__ = ["DIFFUSIONSAT", "DIFFUSIONSAT_CONTROLNET", "DiffusionSatBackend", "DiffusionSatControlNetBackend",
-           "check_metadata", "DEFAULT_HUB_ID", "SD21_BASE"]
+           "check_metadata", "DEFAULT_HUB_ID"]

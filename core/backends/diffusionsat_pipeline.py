@@ -47,9 +47,8 @@ import threading
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from core.backends.common import SD21_HUB_ID, torch_dtype
 from core.errors import ModelLoadError, ModelNotAvailable
-
-SD21_BASE = "stabilityai/stable-diffusion-2-1"
 COMPONENTS = ("text_encoder", "tokenizer", "vae", "scheduler")
 DEFAULT_SIZE = 512
 _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
@@ -135,7 +134,7 @@ def _components_near(unet_dir: Path) -> Path | None:
     return None
 
 
-def resolve_source(source, *, controlnet: bool = False, components_base: str | None = SD21_BASE,
+def resolve_source(source, *, controlnet: bool = False, components_base: str | None = SD21_HUB_ID,
                    diffusionsat_base: str | None = None, locate=None) -> Layout:
     """Which folders (or hub ids) hold the UNet, the other components and the ControlNet.
 
@@ -398,13 +397,12 @@ def load_components(source: str, dtype) -> dict:
 
 
 def load_pipeline(source, *, device: str = "cpu", dtype=None, controlnet: bool = False,
-                  components_base: str | None = SD21_BASE, diffusionsat_base: str | None = None):
+                  components_base: str | None = SD21_HUB_ID, diffusionsat_base: str | None = None):
     """A DiffusionSatPipeline (DiffusionSatControlNetPipeline when the source has a
     ControlNet) from `source` (a folder, hub id or Layout) on `device` in `dtype` (a torch
     dtype or "fp16"/"bf16"/"fp32"; fp32 on CPU). `pipe.lab_sources` says where each part
     came from. ModelNotAvailable when files are missing, ModelLoadError when the weights do
     not match DiffusionSat's."""
-    from core.backends.common import torch_dtype
     from core.backends.diffusionsat_models import sat_controlnet_class, sat_unet_class
 
     layout = source if isinstance(source, Layout) else resolve_source(

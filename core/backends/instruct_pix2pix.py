@@ -18,12 +18,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from core.backends import BackendSpec, register
-from core.backends.common import (ClipWindowPrompts, DiffusersBackend, LoadedPipeline, UNET_SCHEDULERS, pipeline_for, torch_dtype,
+from core.backends.common import (GUIDANCE, NEGATIVE_PROMPT, STEPS, UNET_SCHEDULERS, BackendSpec, ClipWindowPrompts,
+                                  Control, DiffusersBackend, LoadedPipeline, hub_kwargs, image_at_size, pipeline_for,
+                                  register, scheduler_control, set_scheduler, step_callback_kwargs, torch_dtype,
                                   validate_common)
 from core.errors import GenerationCancelled, ModelLoadError, RequestError
 
 HUB_ID = "timbrooks/instruct-pix2pix"
+IMAGE_GUIDANCE = Control("image_guidance", "Image guidance", "slider", 1.0, 3.0, 0.1,
+                         info="How closely the result keeps to the pre-event tile (1 = no extra pull).")
 
 NOTES = (
     "The prompt is an instruction, e.g. 'flood the streets' or 'make the houses look destroyed by fire', "
@@ -52,7 +55,7 @@ class InstructPix2PixBackend(ClipWindowPrompts, DiffusersBackend):
             attention="unet",
             defaults={"mode": "img2img", "steps": 20, "guidance": 7.5, "image_guidance": 1.5, "strength": 1.0,
                       "size": 512, "scheduler": "euler_a"},
-            controls=("steps", "guidance", "image_guidance", "seed", "negative_prompt", "scheduler"),
+            controls=(STEPS, GUIDANCE, IMAGE_GUIDANCE, NEGATIVE_PROMPT, scheduler_control()),
             tokenizers=("clip",),
             notes=NOTES,
         )
@@ -82,14 +85,12 @@ class InstructPix2PixBackend(ClipWindowPrompts, DiffusersBackend):
 
         Raises ModelNotAvailable when the files are not on disk, ModelLoadError when they
         are but cannot be loaded (e.g. the folder holds a plain SD pipeline)."""
-        from core.backends.sources import as_source, hub_cache_dir, require_ready
+        from core.backends.sources import as_source, require_ready
 
         src = as_source(source)
         state = require_ready(self.spec, src)
         dt = torch_dtype(dtype, device)
-        kwargs: dict[str, Any] = {"torch_dtype": dt, **self.from_pretrained_kwargs()}
-        if src.kind == "hub":
-            kwargs.update(revision=src.revision, cache_dir=str(hub_cache_dir()), local_files_only=True)
+        kwargs: dict[str, Any] = {"torch_dtype": dt, **self.from_pretrained_kwargs(), **hub_kwargs(src)}
         from diffusers import StableDiffusionInstructPix2PixPipeline
 
         try:
@@ -125,8 +126,6 @@ class InstructPix2PixBackend(ClipWindowPrompts, DiffusersBackend):
         self.validate(request, init_image=init_image, control_image=control_image)
         if not generators:
             raise RequestError("No generators given: one per image is needed.")
-        from core.backends.controlnet import image_at_size, set_scheduler
-
         size = int(request.size)
         p = pipeline_for(pipe, request.mode)
         set_scheduler(pipe, p, request.scheduler)
@@ -141,9 +140,7 @@ class InstructPix2PixBackend(ClipWindowPrompts, DiffusersBackend):
             output_type="pil",
             **self.prompt_kwargs(p, request, p._execution_device),
         )
-        if callback is not None:
-            kwargs.update(callback_on_step_end=_StopOnInterrupt(callback),
-                          callback_on_step_end_tensor_inputs=list(getattr(callback, "tensor_inputs", ["latents"])))
+        kwargs.update(step_callback_kwargs(_StopOnInterrupt(callback) if callback is not None else None))
         import torch
 
         p._interrupt = False

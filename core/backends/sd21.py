@@ -7,8 +7,8 @@ Prompts longer than 75 CLIP tokens are encoded whole, by 75-token windows
 
 from __future__ import annotations
 
-from core.backends import BackendSpec, register
-from core.backends.common import ClipWindowPrompts, DiffusersBackend
+from core.backends.common import (GUIDANCE, NEGATIVE_PROMPT, SD21_HUB_ID, STEPS, STRENGTH, BackendSpec,
+                                  ClipWindowPrompts, DiffusersBackend, register, scheduler_control)
 
 
 class SD21Backend(ClipWindowPrompts, DiffusersBackend):
@@ -22,14 +22,14 @@ class SD21Backend(ClipWindowPrompts, DiffusersBackend):
         return BackendSpec(
             id="sd21",
             label="Stable Diffusion 2.1",
-            hub_id="stabilityai/stable-diffusion-2-1",
+            hub_id=SD21_HUB_ID,
             modes=("img2img", "txt2img"),
             dtype="fp16",
             vram_gb=4.0,
             attention="unet",
             defaults={"mode": "img2img", "steps": 50, "guidance": 7.5, "strength": 0.8, "size": 512,
                       "scheduler": "ddim"},
-            controls=("steps", "guidance", "strength", "seed", "negative_prompt", "scheduler"),
+            controls=(STEPS, GUIDANCE, STRENGTH, NEGATIVE_PROMPT, scheduler_control()),
             tokenizers=("clip",),
             notes="SDEdit img2img from the pre-event tile (strength 0.8 = mostly re-imagined). "
                   "v-prediction, DDIM. Prompts past 75 CLIP tokens are encoded in 75-token windows.",

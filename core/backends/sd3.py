@@ -16,11 +16,13 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 
-from core.backends import BackendSpec, register
-from core.backends.common import DiffusersBackend
+from core.backends.common import (GUIDANCE, NEGATIVE_PROMPT, STEPS, STRENGTH, BackendSpec, Control, DiffusersBackend,
+                                  PromptHandling, pipeline_for, register)
 from core.errors import RequestError
 
 T5_COMPONENTS = ("text_encoder_3", "tokenizer_3")
+DROP_T5 = Control("drop_t5", "Run without T5 (about 10–12 GB less memory)", "checkbox", option=True,
+                  info="As the course did: only the two CLIP encoders read the prompt.")
 
 
 class SD3Backend(DiffusersBackend):
@@ -42,7 +44,7 @@ class SD3Backend(DiffusersBackend):
             attention="joint",
             defaults={"mode": "img2img", "steps": 28, "guidance": 7.0, "strength": 0.6, "size": 1024,
                       "scheduler": "flow_euler", "options": {"drop_t5": False}},
-            controls=("steps", "guidance", "strength", "seed", "negative_prompt", "drop_t5"),
+            controls=(STEPS, GUIDANCE, STRENGTH, NEGATIVE_PROMPT, DROP_T5),
             tokenizers=("clip", "clip2", "t5"),
             notes="FlowMatch Euler, shift 3. CLIP encoders read 77 tokens, T5 256. drop_t5 "
                   "(request option) runs without T5: about 10–12 GB less (vram_gb is with T5). "
@@ -72,14 +74,13 @@ class SD3Backend(DiffusersBackend):
     def call_kwargs(self, p, request) -> dict:
         return {"height": request.size, "width": request.size}
 
-    def prompt_handling(self, pipe, request) -> str:
-        t5 = "T5 dropped" if self.drops_t5(request) or getattr(pipe, "text_encoder_3", None) is None \
-            else "T5 up to 256 tokens"
-        return f"clip, clip2: up to 77 tokens; {t5}"
+    def prompt_handling(self, pipe, request) -> PromptHandling:
+        dropped = self.drops_t5(request) or getattr(pipe, "text_encoder_3", None) is None
+        return PromptHandling(t5="dropped" if dropped else "used")
 
     def run(self, pipe, request, *, init_image=None, control_image=None, generators: list, callback=None) -> list:
         self.validate(request, init_image=init_image, control_image=control_image)
-        p = pipe.for_mode(request.mode) if hasattr(pipe, "for_mode") else pipe
+        p = pipeline_for(pipe, request.mode)
         if not self.drops_t5(request) and getattr(p, "text_encoder_3", None) is None:
             raise RequestError("This SD3 pipeline was loaded without T5 (drop_t5); load it again with T5 "
                                "to run a request that uses it, or set drop_t5.")

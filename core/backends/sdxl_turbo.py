@@ -9,8 +9,9 @@ encoded whole by 75-token windows through both CLIP encoders
 
 from __future__ import annotations
 
-from core.backends import BackendSpec, register
-from core.backends.common import DiffusersBackend
+from core.backends.common import STRENGTH, BackendSpec, Control, DiffusersBackend, PromptHandling, register
+
+TURBO_STEPS = Control("steps", "Steps", "slider", 1, 4, 1, info="Distilled for 1–4 steps.")
 
 
 class SDXLTurboBackend(DiffusersBackend):
@@ -30,7 +31,7 @@ class SDXLTurboBackend(DiffusersBackend):
             attention="unet",
             defaults={"mode": "img2img", "steps": 2, "guidance": 0.0, "strength": 0.5, "size": 512,
                       "scheduler": "euler_a"},
-            controls=("steps", "strength", "seed"),
+            controls=(TURBO_STEPS, STRENGTH),
             tokenizers=("clip", "clip2"),
             notes="1–4 steps, guidance 0 (no negative prompt). img2img needs steps × strength ≥ 1. "
                   "Prompts past 75 CLIP tokens are encoded in 75-token windows.",
@@ -46,12 +47,11 @@ class SDXLTurboBackend(DiffusersBackend):
         return {"prompt_embeds": embeds, "negative_prompt_embeds": negative,
                 "pooled_prompt_embeds": pooled, "negative_pooled_prompt_embeds": negative_pooled}
 
-    def prompt_handling(self, pipe, request) -> str:
+    def prompt_handling(self, pipe, request) -> PromptHandling:
         from core.generation.prompts import needs_chunking
 
-        if needs_chunking(pipe, request.prompt, request.negative_prompt):
-            return "clip, clip2: 75-token windows encoded separately and concatenated; pooled from the first window"
-        return "text"
+        windows = needs_chunking(pipe, request.prompt, request.negative_prompt)
+        return PromptHandling(clip_windows=windows, pooled_from_first_window=windows)
 
 
 SDXL_TURBO = register(SDXLTurboBackend())

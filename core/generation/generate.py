@@ -20,7 +20,7 @@ from core.types import GenerationRequest, GenerationResult
 def prepare_image(image: np.ndarray, size: int):
     """`image` (H, W, 3 uint8, or H, W grey, or H, W, 4) as an RGB PIL image of size × size,
     resized with LANCZOS when it differs."""
-    from PIL import Image
+    from core.backends.common import image_at_size
 
     arr = np.asarray(image)
     if arr.dtype != np.uint8:
@@ -29,10 +29,7 @@ def prepare_image(image: np.ndarray, size: int):
         arr = np.stack([arr] * 3, axis=-1)
     if arr.ndim != 3 or arr.shape[2] not in (3, 4):
         raise RequestError(f"Images must be H×W×3 arrays (got shape {arr.shape}).")
-    pil = Image.fromarray(arr[..., :3])
-    if pil.size != (size, size):
-        pil = pil.resize((size, size), Image.LANCZOS)
-    return pil
+    return image_at_size(arr[..., :3], size)
 
 
 def _describe_source(pipe, source) -> dict | str | None:
@@ -65,16 +62,13 @@ def build_record(request: GenerationRequest, *, backend, pipe, seeds: list[int],
     """Everything needed to make the images again: backbone, model source and the folder it
     was read from, pipeline and scheduler (class + config), resolved parameters, seeds,
     prompts, options, per-encoder token counts, device/dtype and library versions."""
-    from core.backends.common import pipeline_for
     from core.generation.prompts import token_report
 
     spec = backend.spec
-    used = getattr(backend, "pipeline_used", None)
-    p = used(pipe, request) if used is not None else pipeline_for(pipe, request.mode)
-    handling = backend.prompt_handling(pipe, request) if hasattr(backend, "prompt_handling") else "text"
-    chunked = "windows" in handling
-    tokens = token_report(p, spec.tokenizers, request.prompt, request.negative_prompt, chunked=chunked)
-    if "t5" in tokens and "T5 dropped" in handling:
+    p = backend.pipeline_used(pipe, request)
+    handling = backend.prompt_handling(pipe, request)
+    tokens = token_report(p, spec.tokenizers, request.prompt, request.negative_prompt, chunked=handling.clip_windows)
+    if "t5" in tokens and handling.t5 == "dropped":
         tokens["t5"] = {"used": False, "dropped": True}
     img2img = request.mode == "img2img"
     record = {
@@ -97,7 +91,7 @@ def build_record(request: GenerationRequest, *, backend, pipe, seeds: list[int],
         "generator": "torch.Generator('cpu').manual_seed(seed) per image",
         "prompt": request.prompt,
         "negative_prompt": request.negative_prompt,
-        "prompt_handling": handling,
+        "prompt_handling": handling.as_record(),
         "token_counts": tokens,
         "options": jsonable_or_text(dict(request.options or {})),
         "scene_id": request.scene_id,
@@ -133,9 +127,8 @@ def generate(request: GenerationRequest, *, backend, pipe, init_image: np.ndarra
     img2img = request.mode == "img2img"
     if img2img and init_image is None:
         raise RequestError(f"{spec.label} img2img needs the pre-event tile: pick a scene, or switch to txt2img.")
-    validate = getattr(backend, "validate", None)
-    if validate is not None:  # before any work, the size included
-        validate(request, init_image=init_image if img2img else None, control_image=control_image)
+    # before any work, the size included
+    backend.validate(request, init_image=init_image if img2img else None, control_image=control_image)
     init = prepare_image(init_image, int(request.size)) if img2img else None
     control = prepare_image(control_image, int(request.size)) if control_image is not None else None
     seeds = seeds_for(request)

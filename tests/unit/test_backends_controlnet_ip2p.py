@@ -81,9 +81,9 @@ def test_specs_describe_what_each_backbone_needs():
     assert cn.hub_id is None and cn.needs_control_image and cn.modes == ("img2img",)
     assert (cn.defaults["size"], cn.defaults["steps"], cn.defaults["guidance"], cn.defaults["control_scale"]) \
         == (512, 20, 7.5, 1.0)
-    assert "control_scale" in cn.controls and "train_controlnet.py" in cn.notes
+    assert "control_scale" in cn.control_names and "train_controlnet.py" in cn.notes
     assert ip.hub_id == "timbrooks/instruct-pix2pix" and ip.modes == ("img2img",)
-    assert ip.defaults["image_guidance"] == 1.5 and "image_guidance" in ip.controls
+    assert ip.defaults["image_guidance"] == 1.5 and "image_guidance" in ip.control_names
     assert "instruction" in ip.notes
     assert not cn.test_only and not ip.test_only
 
@@ -139,7 +139,7 @@ def test_controlnet_strength_below_one_starts_from_the_tile(loaded, backends, ti
 
 def test_controlnet_long_prompt_is_encoded_in_windows(loaded, backends, tile):
     result = gen(loaded, backends, "tiny-controlnet", tile, prompt="flooded streets and houses " * 20)
-    assert "windows" in result.record["prompt_handling"]
+    assert result.record["prompt_handling"]["clip_windows"] is True
     assert result.images[0].shape == (64, 64, 3)
 
 
@@ -227,7 +227,7 @@ def test_ip2p_seeds_and_image_guidance(loaded, backends, tile):
 
 def test_ip2p_long_instruction_and_validation(loaded, backends, tile):
     long = gen(loaded, backends, "tiny-instruct-pix2pix", tile, prompt="flood every street " * 25)
-    assert "windows" in long.record["prompt_handling"]
+    assert long.record["prompt_handling"]["clip_windows"] is True
     for fields, match in [({"strength": 0.8}, "strength"), ({"image_guidance": 0.5}, "image_guidance"),
                           ({"options": {"base": "x"}}, "option")]:
         with pytest.raises(RequestError, match=match):

@@ -112,7 +112,7 @@ def _lab(args, **overrides):
 
 
 def cmd_index(args) -> dict:
-    index = _lab(args).dataset(args.data)
+    index = _lab(args).datasets.open(args.data)
     counts = index.counts()
     counts["problems"] = [{"path": str(p.path), "message": p.message} for p in index.problems]
     return counts
@@ -128,7 +128,7 @@ def cmd_score(args) -> dict | list:
     from core.metrics.scoring import scores_to_dict
 
     lab = _lab(args)
-    scores = lab.score_images(load_rgb(args.pred), load_rgb(args.target),
+    scores = lab.evaluation.score_images(load_rgb(args.pred), load_rgb(args.target),
                               metric_settings=settings, label_path=args.labels)
     return scores_to_dict(scores)
 
@@ -139,11 +139,11 @@ def _score_runs(args, settings: MetricSettings) -> list[dict]:
     from core.metrics.scoring import scores_to_dict
 
     lab = _lab(args, runs_dir=args.runs)
-    index = lab.dataset(args.data)
+    index = lab.datasets.open(args.data)
     out = []
     for run in lab.runs.list():
         try:
-            entry = scores_to_dict(lab.score_run(run, index, settings))
+            entry = scores_to_dict(lab.evaluation.score_run(run, index, settings))
         except LabError as err:
             entry = {"error": str(err)}
         out.append({"run": run.run_id, "backbone": run.record.get("backbone"),
@@ -153,7 +153,7 @@ def _score_runs(args, settings: MetricSettings) -> list[dict]:
 
 def cmd_baseline(args) -> dict:
     lab = _lab(args, runs_dir=args.runs)
-    runs = lab.write_baselines(lab.dataset(args.data))
+    runs = lab.evaluation.write_baselines(lab.datasets.open(args.data))
     return {"written": len(runs), "runs": [r.run_id for r in runs], "folder": str(args.runs)}
 
 
@@ -166,7 +166,7 @@ def cmd_demo_scenes(args) -> dict:
 
 def cmd_generate(args) -> dict:
     lab = _lab(args, runs_dir=args.runs, models_dir=args.models)
-    index = lab.dataset(args.data)
+    index = lab.datasets.open(args.data)
     if args.batch:
         lines = [json.loads(line) for line in args.batch.read_text(encoding="utf-8").splitlines() if line.strip()]
     else:
@@ -177,27 +177,12 @@ def cmd_generate(args) -> dict:
                   "guidance": args.guidance, "strength": args.strength, "size": args.size,
                   "seed": args.seed, "num_images": args.num_images}
         lines = [{k: v for k, v in fields.items() if v is not None}]
-    written, skipped = [], 0
-    for i, line in enumerate(lines, 1):
-        request = lab.request_from(line, index)
-        key = request_key(request)
-        if lab.runs_with_request(key):
-            skipped += 1
-            continue
-        print(f"[{i}/{len(lines)}] {request.backbone} on {request.scene_id}", file=sys.stderr)
-        runs = lab.generate(request, index, on_step=_print_step, extra_params={"request_key": key},
-                            attention=args.attention)
-        written.extend(r.run_id for r in runs)
-    return {"written": len(written), "skipped": skipped, "runs": written}
+    return lab.generation.generate_batch(lines, index, attention=args.attention, on_start=_print_start,
+                                         on_step=_print_step)
 
 
-def request_key(request) -> str:
-    """A stable id of a request, so a batch can skip what it already made."""
-    import dataclasses
-    import hashlib
-
-    text = json.dumps(dataclasses.asdict(request), sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
+def _print_start(i: int, total: int, request) -> None:
+    print(f"[{i}/{total}] {request.backbone} on {request.scene_id}", file=sys.stderr)
 
 
 def _print_step(step: int, total: int | None, **_) -> None:
@@ -207,9 +192,9 @@ def _print_step(step: int, total: int | None, **_) -> None:
 def cmd_backbones(args) -> dict:
     lab = _lab(args, models_dir=args.models)
     out = {}
-    for spec in lab.backbones():
+    for spec in lab.backbones.specs():
         try:
-            state = lab.readiness(spec.id)
+            state = lab.backbones.readiness(spec.id)
             out[spec.id] = {"label": spec.label, "ready": state.ready, "where": state.where,
                             "size_bytes": state.size_bytes, "missing": state.missing}
         except LabError as err:
@@ -219,10 +204,10 @@ def cmd_backbones(args) -> dict:
 
 def cmd_caption(args) -> dict:
     lab = _lab(args, models_dir=args.models)
-    index = lab.dataset(args.data)
+    index = lab.datasets.open(args.data)
     scenes = index.filter(disaster=args.disaster, split=args.split, damage=args.damage)
     phases = ("pre", "post") if args.phase == "both" else (args.phase,)
-    report = lab.caption_scenes(index, scenes, args.captioner, phases=phases, summarise_for=args.summarise,
+    report = lab.captions.caption_scenes(index, scenes, args.captioner, phases=phases, summarise_for=args.summarise,
                                 progress=lambda done, total, name: print(f"[{done}/{total}] {name}",
                                                                          file=sys.stderr))
     return {"summary": report.summary(), "captioned": len(report.captioned), "skipped": len(report.skipped),
@@ -230,7 +215,7 @@ def cmd_caption(args) -> dict:
 
 
 def cmd_captions(args) -> dict:
-    store = _lab(args).captions
+    store = _lab(args).captions.store
     if args.captions_command == "import":
         report = store.import_course_jsonl(args.file)
         return {"summary": report.summary(), "bad_lines": [{"line": n, "reason": r} for n, r in report.bad]}
@@ -240,7 +225,7 @@ def cmd_captions(args) -> dict:
         raise LabError("--format controlnet needs --data: the xBD folder holding the image pairs.")
     from core.captions.store import controlnet_pairs
 
-    index = _lab(args).dataset(args.data)
+    index = _lab(args).datasets.open(args.data)
     scenes = index.filter(disaster=args.disaster, split=args.split)
     pairs, skipped = controlnet_pairs(index, scenes, store, relative_to=None)
     return {"written": store.export_controlnet_metadata(args.out, pairs), "skipped": skipped,

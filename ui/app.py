@@ -51,7 +51,7 @@ def launch_options(lab) -> dict:
         "server_name": s.host,
         "server_port": s.port,
         "auth": s.auth_pair(),
-        "allowed_paths": [str(p) for p in lab.allowed_roots()],
+        "allowed_paths": [str(p) for p in lab.datasets.allowed_roots()],
         "theme": gr.themes.Soft(),
         "css": CSS,
         "footer_links": ["api"],

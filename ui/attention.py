@@ -28,7 +28,7 @@ def build_attention(lab, demo: gr.Blocks, folder: gr.State, scene: gr.Dropdown):
     """The Attention tab. `scene` is Generate's scene dropdown (the probe runs on it).
     Returns the run dropdown and `runs_with_maps(folder, run_id)`, its fresh value with
     `run_id` chosen, so Generate can open a run here."""
-    unet = [(s.label, s.id) for s in lab.backbones() if s.attention in ("unet", "joint")]
+    unet = [(s.label, s.id) for s in lab.backbones.specs() if s.attention in ("unet", "joint")]
     with gr.Tab("Attention", id="attention"):
         gr.Markdown("DAAM word maps: how much each word of the prompt attended to each pixel, summed over "
                     "every cross-attention layer, head and denoising step. Generate with *Record attention "
@@ -57,7 +57,7 @@ def build_attention(lab, demo: gr.Blocks, folder: gr.State, scene: gr.Dropdown):
 
     @user_errors
     def runs_with_maps(path, keep=None):
-        root = str(lab.dataset(path).root)
+        root = str(lab.datasets.open(path).root)
         found = [(f"{r.record['backbone']} · {r.record.get('scene_id')} · {r.record.get('created', '')[:19]}",
                   r.run_id) for r in lab.runs.list()
                  if (r.path / "attention" / "words.json").exists() and r.record.get("data_root") == root]
@@ -101,12 +101,12 @@ def build_attention(lab, demo: gr.Blocks, folder: gr.State, scene: gr.Dropdown):
 
     @user_errors
     def run_probe(path, scene_id, backbone_id, prompt, progress=gr.Progress()):
-        spec = lab.backend(backbone_id).spec
-        index = lab.dataset(path)
+        spec = lab.backbones.get(backbone_id).spec
+        index = lab.datasets.open(path)
         fields = {k: v for k, v in spec.defaults.items() if k in ("steps", "guidance", "strength", "size", "mode")}
         request = GenerationRequest(backbone=backbone_id, prompt=prompt, scene_id=scene_id, num_images=1,
                                     **fields)
-        runs = lab.generate(lab.complete_request(request, index), index, attention=True,
+        runs = lab.generation.generate(lab.generation.complete_request(request, index), index, attention=True,
                             on_step=lambda step, total, **_: progress((step, total or step), desc="Denoising"))
         return runs_with_maps(path, runs[0].run_id)
 
@@ -127,7 +127,7 @@ def _stats_rows(lab, path, run, maps) -> list[list]:
     from core.data.masks import class_masks
 
     scene_id = run.record.get("scene_id")
-    scene = lab.dataset(path).get(scene_id) if scene_id else None
+    scene = lab.datasets.open(path).get(scene_id) if scene_id else None
     if scene is None or scene.post_label is None:
         return [[m.word, fmt(m.raw_total, 3)] + ["no labels"] * len(MASK_REGIONS) for m in maps]
     rows = []

@@ -91,14 +91,14 @@ def build_browse(lab, demo: gr.Blocks) -> BrowseHandles:
 
     @user_errors
     def open_folder(path):
-        index = lab.dataset(path, refresh=True)
+        index = lab.datasets.open(path, refresh=True)
         dropdown = lambda values, label: gr.Dropdown([ALL] + values, value=ALL, label=label)  # noqa: E731
         return (str(index.root), _status(index), dropdown(index.splits(), "Split"),
                 dropdown(index.disasters(), "Disaster"), dropdown(index.disaster_types(), "Disaster type"))
 
     @user_errors
     def apply_filters(path, split_v, disaster_v, dtype_v, damage_v, query_v):
-        index = lab.dataset(path)
+        index = lab.datasets.open(path)
         scenes = index.filter(split=_opt(split_v), disaster=_opt(disaster_v),
                               disaster_type=_opt(dtype_v), damage=_opt(damage_v), query=query_v or None)
         scene_ids = [s.scene_id for s in scenes]
@@ -106,7 +106,7 @@ def build_browse(lab, demo: gr.Blocks) -> BrowseHandles:
 
     @user_errors
     def turn_page(path, scene_ids, page_no, step):
-        index = lab.dataset(path)
+        index = lab.datasets.open(path)
         last = max(0, (len(scene_ids) - 1) // PAGE_SIZE)
         page_no = min(max(0, page_no + step), last)
         return (page_no,) + _page(lab, index, scene_ids, page_no)
@@ -116,7 +116,7 @@ def build_browse(lab, demo: gr.Blocks) -> BrowseHandles:
 
     @user_errors
     def show(path, scene_id, show_overlay, view_mode):
-        return _scene_view(lab, lab.dataset(path), scene_id, show_overlay, view_mode)
+        return _scene_view(lab, lab.datasets.open(path), scene_id, show_overlay, view_mode)
 
     def switch_view(view_mode):
         side = view_mode == "Side by side"

@@ -31,7 +31,7 @@ document.addEventListener('keydown', (e) => {
 
 def build_captions(lab, demo: gr.Blocks, folder: gr.State) -> None:
     """The Captions tab, on the dataset open in Browse and the shared caption store."""
-    backbones = [(s.label, s.id) for s in lab.backbones()]
+    backbones = [(s.label, s.id) for s in lab.backbones.specs()]
     with gr.Tab("Captions", id="captions"):
         with gr.Row():
             status_f = gr.Dropdown(STATUS_FILTERS, value=ALL, label="Status")
@@ -89,7 +89,7 @@ def build_captions(lab, demo: gr.Blocks, folder: gr.State) -> None:
 
     @user_errors
     def fill_filters(path):
-        return gr.Dropdown([ALL] + lab.dataset(path).disasters(), value=ALL, label="Disaster")
+        return gr.Dropdown([ALL] + lab.datasets.open(path).disasters(), value=ALL, label="Disaster")
 
     @user_errors
     def apply_filters(path, status_v, disaster_v, damage_v, phase_v):
@@ -101,7 +101,7 @@ def build_captions(lab, demo: gr.Blocks, folder: gr.State) -> None:
     def show(path, name):
         if not name:
             return [None, "", "", "", "No tile matches the filters.", [], 0]
-        record = lab.captions.get(name)
+        record = lab.captions.store.get(name)
         picture = _tile(lab, path, name)
         if record is None:
             return [picture, "", "", "", "No caption yet: type one, or caption these tiles by machine.", [], 0]
@@ -112,20 +112,20 @@ def build_captions(lab, demo: gr.Blocks, folder: gr.State) -> None:
         if not name:
             return current_version, "Pick a tile first: nothing was saved."
         try:
-            record = lab.captions.save_edit(name, text, author=_author(request), expected_version=current_version)
+            record = lab.captions.store.save_edit(name, text, author=_author(request), expected_version=current_version)
         except LabError as err:
             return current_version, f"**Not saved**: {err}"
         return record.version, _saved_line(record)
 
     @user_errors
     def set_status(name, status, request: gr.Request):
-        lab.captions.set_status(name, status, author=_author(request))
-        record = lab.captions.get(name)
+        lab.captions.store.set_status(name, status, author=_author(request))
+        record = lab.captions.store.get(name)
         return _saved_line(record), _history_rows(lab, name), record.version
 
     @user_errors
     def restore(name, history_id, request: gr.Request):
-        record = lab.captions.restore(name, int(history_id or 0), author=_author(request))
+        record = lab.captions.store.restore(name, int(history_id or 0), author=_author(request))
         return record.text, _saved_line(record), _history_rows(lab, name), record.version
 
     def step(names, name, offset):
@@ -137,7 +137,7 @@ def build_captions(lab, demo: gr.Blocks, folder: gr.State) -> None:
     def next_unreviewed(names, name):
         start = names.index(name) + 1 if name in names else 0
         for candidate in names[start:] + names[:start]:
-            record = lab.captions.get(candidate)
+            record = lab.captions.store.get(candidate)
             if record is None or record.status != "reviewed":
                 return candidate
         gr.Info("Every tile in this list is reviewed.")
@@ -147,13 +147,13 @@ def build_captions(lab, demo: gr.Blocks, folder: gr.State) -> None:
     def count(backbone_id, text):
         from ui.generate import _token_text
 
-        return _token_text(lab.token_report(backbone_id, text or ""), text or "") if backbone_id else ""
+        return _token_text(lab.backbones.token_report(backbone_id, text or ""), text or "") if backbone_id else ""
 
     @user_errors
     def import_course(path_file):
         if not path_file:
             return gr.skip(), gr.skip()
-        report = lab.captions.import_course_jsonl(path_file)
+        report = lab.captions.store.import_course_jsonl(path_file)
         bad = "".join(f"\n- line {n}: {reason}" for n, reason in report.bad[:20])
         return report.summary() + bad, gr.skip()
 
@@ -162,16 +162,16 @@ def build_captions(lab, demo: gr.Blocks, folder: gr.State) -> None:
         out = Path(lab.settings.work_dir) / "exports" / f"{kind}-{time.strftime('%Y%m%d-%H%M%S')}.jsonl"
         out.parent.mkdir(parents=True, exist_ok=True)
         if kind == "captions":
-            n = lab.captions.export_course_jsonl(out)
+            n = lab.captions.store.export_course_jsonl(out)
             note = f"{n} captions written to `{out.name}`."
         else:
             from core.captions.store import controlnet_pairs
 
-            index = lab.dataset(path)
+            index = lab.datasets.open(path)
             wanted = {_scene_of(name) for name in names}
             scenes = [s for s in index.scenes if s.scene_id in wanted]
-            pairs, skipped = controlnet_pairs(index, scenes, lab.captions, relative_to=None)
-            n = lab.captions.export_controlnet_metadata(out, pairs)
+            pairs, skipped = controlnet_pairs(index, scenes, lab.captions.store, relative_to=None)
+            n = lab.captions.store.export_controlnet_metadata(out, pairs)
             note = f"{n} training pairs written to `{out.name}` ({skipped} scenes skipped: no caption or no pair)."
         return note, gr.DownloadButton(value=str(out), visible=True)
 
@@ -180,14 +180,14 @@ def build_captions(lab, demo: gr.Blocks, folder: gr.State) -> None:
 
         if not names:
             raise gr.Error("No tile matches the filters.")
-        index = lab.dataset(path)
+        index = lab.datasets.open(path)
         wanted = {_scene_of(n) for n in names}
         scenes = [s for s in index.scenes if s.scene_id in wanted]
         phases = tuple(sorted({"pre" if "_pre_" in n else "post" for n in names}))
         token = CancelToken()
         yield {cancel_state: token, batch_note: "Captioning…"}
         try:
-            report = lab.caption_scenes(index, scenes, captioner_id, phases=phases,
+            report = lab.captions.caption_scenes(index, scenes, captioner_id, phases=phases,
                                         summarise_for=backbone_id or None, cancel=token,
                                         progress=lambda done, total, name: progress((done, total), desc=name))
         except LabError as err:
@@ -246,21 +246,21 @@ def _scene_of(image_name: str) -> str | None:
 
 
 def _filtered_images(lab, path, status_v, disaster_v, damage_v, phase_v) -> list[str]:
-    index = lab.dataset(path)
+    index = lab.datasets.open(path)
     scenes = index.filter(disaster=None if disaster_v == ALL else disaster_v,
                           damage=None if damage_v == ALL else damage_v)
     phases = ("pre", "post") if phase_v == "both" else (phase_v,)
     names = [s.image(p).name for s in scenes for p in phases if s.image(p)]
     if status_v == ALL:
         return names
-    records = {r.image: r for r in lab.captions.list(images=names)}
+    records = {r.image: r for r in lab.captions.store.list(images=names)}
     if status_v == "no caption yet":
         return [n for n in names if n not in records]
     return [n for n in names if n in records and records[n].status == status_v]
 
 
 def _tile(lab, path, name):
-    index = lab.dataset(path)
+    index = lab.datasets.open(path)
     scene = index.get(_scene_of(name))
     phase = "pre" if scene.pre_image is not None and scene.pre_image.name == name else "post"
     return index.load_image(scene, phase)
@@ -272,4 +272,4 @@ def _saved_line(record) -> str:
 
 
 def _history_rows(lab, name) -> list[list]:
-    return [[h.id, h.time, h.author, h.kind, h.status, h.text] for h in reversed(lab.captions.history(name))]
+    return [[h.id, h.time, h.author, h.kind, h.status, h.text] for h in reversed(lab.captions.store.history(name))]

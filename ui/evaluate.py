@@ -54,7 +54,7 @@ def build_evaluate(lab, demo: gr.Blocks, folder: gr.State) -> gr.Dropdown:
 
     @user_errors
     def scenes_of(path):
-        ids = [s.scene_id for s in lab.dataset(path).scenes if s.post_image is not None]
+        ids = [s.scene_id for s in lab.datasets.open(path).scenes if s.post_image is not None]
         return gr.Dropdown(ids, value=ids[0] if ids else None, label="Scene")
 
     def runs_of(scene_id, keep=None):
@@ -66,8 +66,8 @@ def build_evaluate(lab, demo: gr.Blocks, folder: gr.State) -> gr.Dropdown:
 
     @user_errors
     def add_baseline(path, scene_id, chosen):
-        index = lab.dataset(path)
-        run = lab.write_baseline(index, index.get(scene_id))
+        index = lab.datasets.open(path)
+        run = lab.evaluation.write_baseline(index, index.get(scene_id))
         return runs_of(scene_id, (chosen or []) + [run.run_id])
 
     @user_errors
@@ -76,8 +76,8 @@ def build_evaluate(lab, demo: gr.Blocks, folder: gr.State) -> gr.Dropdown:
 
         if not files:
             return runs_of(scene_id, chosen)
-        index = lab.dataset(path)
-        added = [lab.write_upload(load_rgb(f), scene_id, Path(f).name, index).run_id for f in files]
+        index = lab.datasets.open(path)
+        added = [lab.evaluation.write_upload(load_rgb(f), scene_id, Path(f).name, index).run_id for f in files]
         return runs_of(scene_id, (chosen or []) + added)
 
     @user_errors
@@ -85,11 +85,11 @@ def build_evaluate(lab, demo: gr.Blocks, folder: gr.State) -> gr.Dropdown:
         if not chosen:
             raise gr.Error("Tick at least one run to score, or add the persistence baseline first.")
         settings = _metric_settings(luma_v, size_v)
-        index = lab.dataset(path)
+        index = lab.datasets.open(path)
         rows, messages = [], set()
         for run_id in progress.tqdm(chosen, desc="Scoring"):
             run = lab.runs.open(run_id)
-            scores = lab.score_run(run, index, settings)
+            scores = lab.evaluation.score_run(run, index, settings)
             rows.extend(_score_rows(run, scores))
             messages.update(scores.notes)
             if scores.lpips_error:
@@ -109,7 +109,7 @@ def build_evaluate(lab, demo: gr.Blocks, folder: gr.State) -> gr.Dropdown:
         if not run_id:
             return None, None, None
         run = lab.runs.open(run_id)
-        scene_obj = lab.scene_of(run, lab.dataset(path))
+        scene_obj = lab.evaluation.scene_of(run, lab.datasets.open(path))
         settings = _metric_settings(luma_v, size_v)
         pred, truth, _ = prepare_pair(run.image(), load_rgb(scene_obj.post_image), size=settings.size)
         to_u8 = lambda a: (a * 255.0 + 0.5).astype("uint8")  # noqa: E731
@@ -119,8 +119,8 @@ def build_evaluate(lab, demo: gr.Blocks, folder: gr.State) -> gr.Dropdown:
     @user_errors
     def leaderboard(path, luma_v, size_v, progress=gr.Progress()):
         settings = _metric_settings(luma_v, size_v)
-        index = lab.dataset(path)
-        board_rows = lab.leaderboard(index, settings, progress=lambda i, n: progress((i, n), desc="Scoring runs"))
+        index = lab.datasets.open(path)
+        board_rows = lab.evaluation.leaderboard(index, settings, progress=lambda i, n: progress((i, n), desc="Scoring runs"))
         rows = [[r.backbone, r.runs, r.scenes, fmt(r.mse), fmt(r.psnr, 2), r.psnr_infinite, fmt(r.ssim),
                  fmt(r.lpips), fmt(r.baseline_psnr, 2), fmt(r.baseline_ssim)] for r in board_rows]
         if not rows:

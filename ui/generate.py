@@ -20,7 +20,7 @@ META_FIELDS = ("lon", "lat", "gsd", "cloud_cover", "year", "month", "day")
 def build_generate(lab, demo: gr.Blocks, folder: gr.State):
     """The Generate tab. Returns its scene dropdown (Browse sends scenes here), the buttons
     that send the newest run to Evaluate and to Attention, and the newest run's id."""
-    specs = {s.id: s for s in lab.backbones()}
+    specs = {s.id: s for s in lab.backbones.specs()}
     first = next(iter(specs), None)
     with gr.Tab("Generate", id="generate"):
         with gr.Row():
@@ -84,22 +84,22 @@ def build_generate(lab, demo: gr.Blocks, folder: gr.State):
 
     @user_errors
     def scenes_of(path):
-        ids = [s.scene_id for s in lab.dataset(path).scenes if s.pre_image is not None]
+        ids = [s.scene_id for s in lab.datasets.open(path).scenes if s.pre_image is not None]
         return gr.Dropdown(ids, value=ids[0] if ids else None, label="Scene")
 
     @user_errors
     def on_scene(path, scene_id, backbone_id):
         from core.data.metadata import NO_METADATA, decode_metadata, scene_metadata
 
-        index = lab.dataset(path)
+        index = lab.datasets.open(path)
         s = index.get(scene_id)
         images = [index.load_image(s, p) if s.image(p) else None for p in ("pre", "post")]
         vector = scene_metadata(index, s, resolution=512)
         decoded = decode_metadata(vector) if tuple(vector) != NO_METADATA else {k: 0 for k in META_FIELDS}
-        return [*images, lab.default_prompt(index, scene_id), *[decoded[k] for k in META_FIELDS]]
+        return [*images, lab.generation.default_prompt(index, scene_id), *[decoded[k] for k in META_FIELDS]]
 
     def on_backbone(backbone_id):
-        spec = lab.backend(backbone_id).spec
+        spec = lab.backbones.get(backbone_id).spec
         d, shown = spec.defaults, set(spec.controls)
         return [_readiness_text(lab, backbone_id), gr.Button(visible=bool(spec.hub_id)),
                 gr.Radio(list(spec.modes), value=d.get("mode", spec.modes[0])),
@@ -116,17 +116,17 @@ def build_generate(lab, demo: gr.Blocks, folder: gr.State):
     def fetch(backbone_id, progress=gr.Progress()):
         from core.backends.sources import download as download_weights
 
-        spec = lab.backend(backbone_id).spec
-        download_weights(spec, lab.source(backbone_id), progress=lambda done, total: progress((done, total)))
+        spec = lab.backbones.get(backbone_id).spec
+        download_weights(spec, lab.backbones.source(backbone_id), progress=lambda done, total: progress((done, total)))
         return _readiness_text(lab, backbone_id)
 
     def run(path, record_maps, record_steps_v, *values, progress=gr.Progress()):
         request = _request(lab, values)
-        record_maps = bool(record_maps) and lab.can_record_attention(request)
+        record_maps = bool(record_maps) and lab.generation.can_record_attention(request)
         cancel = _new_token()
         yield {token: cancel}
         try:
-            runs = yield from _stream(lab, request, lab.dataset(path), cancel, progress, preview, record_maps,
+            runs = yield from _stream(lab, request, lab.datasets.open(path), cancel, progress, preview, record_maps,
                                       record_maps and bool(record_steps_v))
         except GenerationCancelled as err:
             gr.Info(str(err))
@@ -146,12 +146,12 @@ def build_generate(lab, demo: gr.Blocks, folder: gr.State):
         from core.viz import labelled_grid
 
         base = _request(lab, values)
-        index = lab.dataset(path)
+        index = lab.datasets.open(path)
         cells = _compare_cells(lab, base, chosen or [base.backbone], sweep_name, sweep_values)
         images, labels = [], []
         for i, (label, request) in enumerate(cells):
             progress((i, len(cells)), desc=f"{label}")
-            run = lab.generate(request, index, extra_params={"compare": label})[0]
+            run = lab.generation.generate(request, index, extra_params={"compare": label})[0]
             images.append(run.image())
             labels.append(label)
         s = index.get(base.scene_id)
@@ -162,12 +162,12 @@ def build_generate(lab, demo: gr.Blocks, folder: gr.State):
 
     @user_errors
     def count(backbone_id, text, negative_text):
-        return _token_text(lab.token_report(backbone_id, text or "", negative_text or ""), text or "")
+        return _token_text(lab.backbones.token_report(backbone_id, text or "", negative_text or ""), text or "")
 
     gr.on([prompt.change, negative.change, backbone.change], count, [backbone, prompt, negative], tokens,
           api_name="count_tokens", trigger_mode="always_last")
     def readiness_rows():
-        return [_readiness_row(lab, spec) for spec in lab.backbones()]
+        return [_readiness_row(lab, spec) for spec in lab.backbones.specs()]
 
     gr.on([demo.load, table_btn.click], readiness_rows, None, table, api_name="readiness")
     gr.on([demo.load, folder.change], scenes_of, folder, scene, **INTERNAL)
@@ -196,7 +196,7 @@ def _request(lab, values) -> GenerationRequest:
 
     if not scene_id:
         raise LabError("Pick a scene first: its pre-event tile is the starting point.")
-    spec = lab.backend(backbone_id).spec
+    spec = lab.backbones.get(backbone_id).spec
     metadata = None
     if spec.needs_metadata:
         metadata = NO_METADATA if no_meta else encode_metadata(*[float(v or 0) for v in meta])
@@ -217,7 +217,7 @@ def _stream(lab, request, index, cancel, progress, preview_out, attention=False,
 
     def work():
         try:
-            outcome["runs"] = lab.generate(request, index, on_step=on_step, preview_every=5, cancel=cancel,
+            outcome["runs"] = lab.generation.generate(request, index, on_step=on_step, preview_every=5, cancel=cancel,
                                            attention=attention, attention_steps=attention_steps)
         except BaseException as err:  # handed to the UI thread below
             outcome["error"] = err
@@ -242,7 +242,7 @@ def _compare_cells(lab, base: GenerationRequest, backbones: list[str], sweep: st
         raise LabError(f"Give the {sweep} values to sweep, separated by commas.")
     cells = []
     for backbone_id in backbones:
-        spec = lab.backend(backbone_id).spec
+        spec = lab.backbones.get(backbone_id).spec
         for value in values:
             fields = {"backbone": backbone_id, "num_images": 1}
             if backbone_id != base.backbone:
@@ -260,9 +260,9 @@ def _compare_cells(lab, base: GenerationRequest, backbones: list[str], sweep: st
 
 
 def _readiness_text(lab, backbone_id) -> str:
-    spec = lab.backend(backbone_id).spec
+    spec = lab.backbones.get(backbone_id).spec
     try:
-        state = lab.readiness(backbone_id)
+        state = lab.backbones.readiness(backbone_id)
     except LabError as err:
         return f"**{spec.label}** cannot be used: {err}"
     size = f" ({state.size_bytes / 1e9:.1f} GB)" if state.size_bytes else ""
@@ -298,7 +298,7 @@ def _token_text(report: dict | None, prompt: str) -> str:
 
 def _readiness_row(lab, spec) -> list:
     try:
-        state = lab.readiness(spec.id)
+        state = lab.backbones.readiness(spec.id)
     except LabError as err:
         return [spec.label, "no", "", "", spec.vram_gb or "", str(err)]
     size = f"{state.size_bytes / 1e9:.2f}" if state.size_bytes else ""

@@ -144,7 +144,10 @@ class AttentionRecorder:
     Attributes: `cfg` (see module doc), `steps` (UNet calls seen), `calls` (cross-attention
     processor calls), `n_layers` (cross-attention layers), `text_tokens` (recorded text
     positions), `maps` (the running total at map_size², or None before the first call),
-    `per_step` (list of tensors when keep_per_step), `latent_size`."""
+    `per_step` (list of tensors when keep_per_step), `latent_size`, `t5_dropped` (always None
+    here: a UNet has no T5; the joint recorder sets it)."""
+
+    t5_dropped: bool | None = None
 
     def __init__(self, unet, *, n_text_tokens: int | None = None, keep_per_step: bool = False,
                  map_size: int = 64, cfg: bool | None = None) -> None:

@@ -90,7 +90,7 @@ def test_the_scene_caption_is_the_default_prompt(cli, tmp_path):
     from core.lab import Lab
 
     lab = Lab(Settings.load())  # the same work folder as the CLI (XBDLAB_WORK_DIR)
-    lab.captions.save_edit(f"{SCENE}_post_disaster.png", "Burnt houses along the ridge road.", author="test")
+    lab.captions.store.save_edit(f"{SCENE}_post_disaster.png", "Burnt houses along the ridge road.", author="test")
     code, out, err = cli("generate", "--data", str(DEMO_SCENES), "--runs", str(tmp_path / "runs"), *TINY)
     assert code == 0, err
     record = json.loads((tmp_path / "runs" / out["runs"][0] / "run.json").read_text())

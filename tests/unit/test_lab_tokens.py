@@ -18,7 +18,7 @@ def lab(tmp_path_factory):
 
 def test_sd3_reports_where_clip_would_cut_and_what_t5_keeps(lab):
     prompt = "the water in the other street " * 20
-    report = lab.token_report("tiny-sd3", prompt)
+    report = lab.backbones.token_report("tiny-sd3", prompt)
     assert set(report) == {"clip", "clip2", "t5"}
     clip = report["clip"]
     assert clip["truncated"] and clip["limit"] == 75
@@ -28,4 +28,4 @@ def test_sd3_reports_where_clip_would_cut_and_what_t5_keeps(lab):
 
 
 def test_a_backbone_without_files_has_no_counts_yet(lab):
-    assert lab.token_report("sd21", "a flooded town") is None
+    assert lab.backbones.token_report("sd21", "a flooded town") is None

@@ -1,0 +1,129 @@
+"""The evaluation capability: baseline and upload runs, scores of runs against their
+scene's real post-event tile (whole image and per damage class), and the leaderboard.
+The app and the CLI both call this service."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+import numpy as np
+
+from core.errors import DataError, RunError
+from core.evaluation.leaderboard import LeaderboardRow, leaderboard_rows
+from core.types import MetricSettings, Scene, Scores
+
+
+class EvaluationService:
+    """Scores runs and ranks backbones.
+
+    runs: the RunStore; lpips_random_backbone: build LPIPS on a random AlexNet (plumbing
+    tests only: its numbers mean nothing)."""
+
+    def __init__(self, *, runs, lpips_random_backbone: bool = False) -> None:
+        self.runs = runs
+        self.lpips_random_backbone = lpips_random_backbone
+        self._lpips = None
+        self._lock = threading.Lock()
+
+    # -- runs to score --------------------------------------------------------------------
+    def write_baseline(self, index, scene: Scene):
+        """A persistence-baseline run for `scene`: the prediction is the pre-event tile."""
+        from core.data.images import load_rgb
+
+        if scene.pre_image is None:
+            raise DataError(f"Scene {scene.scene_id} has no pre-event image, so it has no baseline.")
+        return self.runs.create(load_rgb(scene.pre_image), kind="baseline", backbone="baseline",
+                                scene_id=scene.scene_id,
+                                params={"method": "persistence (prediction := pre-event tile)"},
+                                data_root=str(index.root))
+
+    def write_baselines(self, index, scenes: Iterable[Scene] | None = None,
+                        progress: Callable[[int, int], None] | None = None) -> list:
+        """Baseline runs for every scene (or `scenes`) that has a pre and a post image
+        and no baseline run yet. Returns the runs written."""
+        have = {r.record.get("scene_id") for r in self.runs.list(backbone="baseline")}
+        todo = [s for s in (scenes if scenes is not None else index.scenes)
+                if s.pre_image and s.post_image and s.scene_id not in have]
+        written = []
+        for i, scene in enumerate(todo):
+            written.append(self.write_baseline(index, scene))
+            if progress:
+                progress(i + 1, len(todo))
+        return written
+
+    def write_upload(self, image: np.ndarray, scene_id: str | None, name: str, index=None):
+        """A run holding an image the user uploaded, to score it like a generation."""
+        return self.runs.create(image, kind="upload", backbone="upload", scene_id=scene_id,
+                                params={"file": name}, data_root=str(index.root) if index is not None else None)
+
+    # -- scoring --------------------------------------------------------------------------
+    def lpips(self):
+        """The shared LPIPS scorer, built on first use (never per image)."""
+        from core.metrics.lpips_model import LpipsScorer
+
+        with self._lock:
+            if self._lpips is None:
+                self._lpips = LpipsScorer(random_backbone=self.lpips_random_backbone)
+            return self._lpips
+
+    def scorer(self, metric_settings: MetricSettings):
+        """A scorer with `metric_settings` that shares this service's LPIPS network."""
+        from core.metrics.scoring import Scorer
+
+        return Scorer(metric_settings, lpips=self.lpips())
+
+    def score_images(self, pred: np.ndarray, target: np.ndarray, *, metric_settings: MetricSettings,
+                     label_path: Path | None = None, part: int | None = None) -> Scores:
+        """Scores of `pred` against `target`; per damage class when a post label is given."""
+        masks = None
+        if label_path is not None:
+            from core.data.labels import load_label
+            from core.data.masks import class_masks
+
+            size = metric_settings.size
+            wh = (size, size) if size else (pred.shape[1], pred.shape[0])
+            masks = class_masks(load_label(label_path), wh, part=part)
+        return self.scorer(metric_settings).score(pred, target, masks)
+
+    def scene_of(self, run, index) -> Scene:
+        """The scene of `index` a run was made for; a clear error if the run has none."""
+        scene_id = run.record.get("scene_id")
+        if not scene_id:
+            raise RunError(f"Run {run.run_id} is not tied to a scene; pick a scene to score it against.")
+        return index.get(scene_id)
+
+    def score_run(self, run, index, metric_settings: MetricSettings) -> Scores:
+        """Score a run against its scene's real post-event tile and save the scores in it."""
+        from core.data.images import load_rgb
+
+        scene = self.scene_of(run, index)
+        if scene.post_image is None:
+            raise DataError(f"Scene {scene.scene_id} has no post-event image to score against.")
+        scores = self.score_images(run.image(), load_rgb(scene.post_image), metric_settings=metric_settings,
+                                   label_path=scene.post_label, part=scene.part)
+        run.save_scores(scores)
+        return scores
+
+    def leaderboard(self, index, metric_settings: MetricSettings,
+                    progress: Callable[[int, int], None] | None = None) -> list[LeaderboardRow]:
+        """Mean scores per backbone over every run of `index`'s scenes, scoring runs that
+        have no scores under `metric_settings` yet. The persistence baseline comes first."""
+        from core.metrics.scoring import scores_to_dict
+
+        known = {s.scene_id for s in index.scenes}
+        runs = [r for r in self.runs.list() if r.record.get("scene_id") in known]
+        wanted = self.scorer(metric_settings).settings_dict()
+        entries = []
+        for i, run in enumerate(runs):
+            entry = run.latest_scores(wanted)
+            if entry is None:
+                entry = scores_to_dict(self.score_run(run, index, metric_settings))
+            entries.append((run.record["backbone"], run.record["scene_id"], entry))
+            if progress:
+                progress(i + 1, len(runs))
+        return leaderboard_rows(entries)
+
+
+__all__ = ["EvaluationService"]

@@ -1,0 +1,177 @@
+"""The generation capability: requests completed from a scene, generated on the one model
+manager, saved as runs, with attention maps when asked; batches that skip what they made;
+comparison grids. The app and the CLI both call this service."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from contextlib import nullcontext
+from dataclasses import replace
+
+from core.errors import DataError, LabError
+from core.types import GenerationRequest
+
+
+def request_key(request: GenerationRequest) -> str:
+    """A stable id of a request (16 hex digits), so a batch can skip what it already made."""
+    text = json.dumps(dataclasses.asdict(request), sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+class GenerationService:
+    """Generates images for requests and keeps each as a run.
+
+    backbones: a core.backends.catalog.Backbones; models: the process's ModelManager;
+    runs: the RunStore; captions: the CaptionService (a scene's caption is its default
+    prompt)."""
+
+    def __init__(self, *, backbones, models, runs, captions) -> None:
+        self.backbones = backbones
+        self.models = models
+        self.runs = runs
+        self.captions = captions
+
+    # -- requests -------------------------------------------------------------------------
+    def default_prompt(self, index, scene_id: str | None) -> str:
+        """The scene's post-event caption when one exists, else the course's img2img
+        template from its disaster type."""
+        kind = None
+        if scene_id:
+            scene = index.get(scene_id)
+            caption = self.captions.scene_caption(scene, "post")
+            if caption:
+                return caption
+            kind = index.scene_info(scene).disaster_type
+        return f"A satellite image after being affected by {kind or 'a natural disaster'}"
+
+    def request_from(self, fields: dict, index) -> GenerationRequest:
+        """A request from plain fields (a CLI line or a batch line): the backbone's defaults
+        fill what is missing, and the prompt defaults to the scene's caption or template."""
+        known = {f.name for f in dataclasses.fields(GenerationRequest)}
+        fields = {("scene_id" if k == "scene" else k): v for k, v in fields.items()}
+        unknown = sorted(set(fields) - known)
+        if unknown:
+            raise LabError(f"Unknown request field(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}.")
+        if "backbone" not in fields:
+            raise LabError("Each request needs a backbone id.")
+        spec = self.backbones.get(fields["backbone"]).spec
+        merged = {**{k: v for k, v in spec.defaults.items() if k in known}, **fields}
+        if not merged.get("prompt"):
+            merged["prompt"] = self.default_prompt(index, merged.get("scene_id"))
+        if isinstance(merged.get("metadata"), list):
+            merged["metadata"] = tuple(merged["metadata"])
+        return GenerationRequest(**merged)
+
+    def complete_request(self, request: GenerationRequest, index) -> GenerationRequest:
+        """Fill what the scene provides: DiffusionSat metadata from the labels when the
+        request leaves it to the scene (None), and the condition tile's metadata."""
+        from core.data.metadata import scene_metadata
+
+        spec = self.backbones.get(request.backbone).spec
+        if not spec.needs_metadata or request.scene_id is None:
+            return request
+        scene = index.get(request.scene_id)
+        if request.metadata is None:
+            request = replace(request, metadata=scene_metadata(index, scene, resolution=request.size))
+        if spec.needs_control_image and "cond_metadata" not in request.options:
+            cond = scene_metadata(index, scene, resolution=request.size, phase="pre")
+            request = replace(request, options={**request.options, "cond_metadata": list(cond)})
+        return request
+
+    def can_record_attention(self, request: GenerationRequest) -> bool:
+        """Whether word maps can be recorded for `request` (a backbone with cross- or joint
+        attention, one image)."""
+        return self.backbones.get(request.backbone).spec.attention in ("unet", "joint") and request.num_images == 1
+
+    def runs_with_request(self, key: str) -> list:
+        """Runs made for the request with this key (see `request_key`)."""
+        return [r for r in self.runs.list() if r.record.get("params", {}).get("request_key") == key]
+
+    # -- generating -----------------------------------------------------------------------
+    def generate(self, request: GenerationRequest, index, *, on_step=None, preview_every: int = 0,
+                 cancel=None, extra_params: dict | None = None, attention: bool = False,
+                 attention_steps: bool = False) -> list:
+        """Generate for `request` on its scene's pre-event tile and save every image as a
+        run. Returns the runs, one per image.
+
+        attention: record DAAM word maps (backbones whose spec.attention is "unet" or "joint",
+        one image per request) and save them in the run folder under attention/.
+        attention_steps: also keep each step's maps (more memory), for the time slider."""
+        from core.attention.recorders import recorder_for, word_maps_for
+        from core.data.images import load_rgb
+        from core.generation.generate import generate
+
+        backend = self.backbones.get(request.backbone)
+        request = self.complete_request(request, index)
+        scene = index.get(request.scene_id) if request.scene_id else None
+        pre = load_rgb(scene.pre_image) if scene is not None and scene.pre_image is not None else None
+        needs_tile = request.mode == "img2img" or backend.spec.needs_control_image
+        if needs_tile and pre is None:
+            raise DataError("This generation starts from the pre-event tile: pick a scene that has one.")
+        if attention and not self.can_record_attention(request):
+            raise LabError("Attention maps are recorded for one image at a time "
+                           f"({backend.spec.label} with {request.num_images} image(s) cannot): "
+                           "set Images to 1 or turn recording off.")
+        source = self.backbones.source(request.backbone)
+        options = backend.load_kwargs(request)
+        key = f"{request.backbone}@{source}" + "".join(f";{k}={v}" for k, v in sorted(options.items()))
+
+        def load(device, dtype):
+            return backend.load(source, device=device, dtype=dtype, **options)
+
+        with self.models.use(key, load, spec_dtype=backend.spec.dtype) as pipe:
+            recorder = recorder_for(pipe, backend.spec, backend.attention_cfg(request),
+                                    keep_per_step=attention_steps) if attention else nullcontext()
+            with recorder as rec:
+                result = generate(request, backend=backend, pipe=pipe,
+                                  init_image=pre if request.mode == "img2img" else None,
+                                  control_image=pre if backend.spec.needs_control_image else None,
+                                  on_step=on_step, preview_every=preview_every, cancel=cancel, source=source)
+            maps = word_maps_for(rec, request.prompt, pipe, backend.spec) if attention else None
+            steps = [word_maps_for(step, request.prompt, pipe, backend.spec, t5_dropped=rec.t5_dropped)
+                     for step in rec.step_maps() if step is not None] if attention and attention_steps else None
+        runs = [self.runs.create(image, kind="generation", backbone=request.backbone, scene_id=request.scene_id,
+                                 params={**result.record, "seed": seed, "attention": bool(maps),
+                                         **(extra_params or {})},
+                                 data_root=str(index.root))
+                for image, seed in zip(result.images, result.seeds)]
+        if maps:
+            from core.attention.analysis import save_maps, save_step_maps
+
+            save_maps(runs[0].path, maps)
+            if steps:
+                save_step_maps(runs[0].path, steps)
+        return runs
+
+    def generate_batch(self, lines: list[dict], index, *, attention: bool = False, on_start=None,
+                       on_step=None) -> dict:
+        """Generate every request of `lines` (plain fields, see `request_from`) that has no
+        run yet, resuming a stopped batch. `on_start(i, n, request)` is called before each.
+        Returns {"written": count, "skipped": count, "runs": run ids}."""
+        written, skipped = [], 0
+        for i, line in enumerate(lines, 1):
+            request = self.request_from(line, index)
+            key = request_key(request)
+            if self.runs_with_request(key):
+                skipped += 1
+                continue
+            if on_start is not None:
+                on_start(i, len(lines), request)
+            runs = self.generate(request, index, on_step=on_step, extra_params={"request_key": key},
+                                 attention=attention)
+            written.extend(r.run_id for r in runs)
+        return {"written": len(written), "skipped": skipped, "runs": written}
+
+    # -- comparing ------------------------------------------------------------------------
+    def compare_cells(self, base: GenerationRequest, backbone_ids: list[str], sweep: str = "none",
+                      values: str = ""):
+        """The cells of a comparison grid (core.generation.compare.plan_cells) for these
+        backbones (rows) and swept values (columns)."""
+        from core.generation.compare import plan_cells
+
+        return plan_cells(base, [self.backbones.get(b).spec for b in backbone_ids], sweep, values)
+
+
+__all__ = ["GenerationService", "request_key"]

@@ -370,6 +370,28 @@ class ClipWindowPrompts:
                                                           request.negative_prompt))
 
 
+class SDXLClipWindowPrompts:
+    """Prompt handling of the two-CLIP-encoder SDXL family: prompts past 75 tokens are
+    encoded in 75-token windows through both encoders and concatenated; the pooled
+    embedding comes from the first window."""
+
+    def prompt_kwargs(self, p, request, device) -> dict:
+        from core.generation.prompts import encode_long_prompt_sdxl, needs_chunking
+
+        if not needs_chunking(p, request.prompt, request.negative_prompt):
+            return super().prompt_kwargs(p, request, device)
+        embeds, negative, pooled, negative_pooled = encode_long_prompt_sdxl(
+            p, request.prompt, request.negative_prompt or None, device)
+        return {"prompt_embeds": embeds, "negative_prompt_embeds": negative,
+                "pooled_prompt_embeds": pooled, "negative_pooled_prompt_embeds": negative_pooled}
+
+    def prompt_handling(self, pipe, request) -> PromptHandling:
+        from core.generation.prompts import needs_chunking
+
+        windows = needs_chunking(pipeline_for(pipe, request.mode), request.prompt, request.negative_prompt)
+        return PromptHandling(clip_windows=windows, pooled_from_first_window=windows)
+
+
 def _has_variant(folder: Path, variant: str) -> bool:
     """Whether the denoiser of a pipeline folder has `variant` weights (e.g. *.fp16.safetensors)."""
     for sub in ("unet", "transformer"):
@@ -381,5 +403,5 @@ def _has_variant(folder: Path, variant: str) -> bool:
 
 __all__ = ["CONTROL_SCALE", "GUIDANCE", "NEGATIVE_PROMPT", "SCHEDULERS", "SD21_HUB_ID", "STEPS", "STRENGTH", "UNET_SCHEDULERS",
            "Backend", "BackendSpec", "ClipWindowPrompts", "Control", "DiffusersBackend", "LoadedPipeline",
-           "PromptHandling", "denoising_steps", "hub_kwargs", "image_at_size", "pipeline_for", "register",
+           "PromptHandling", "SDXLClipWindowPrompts", "denoising_steps", "hub_kwargs", "image_at_size", "pipeline_for", "register",
            "scheduler_control", "set_scheduler", "step_callback_kwargs", "torch_dtype", "validate_common"]

@@ -9,12 +9,12 @@ encoded whole by 75-token windows through both CLIP encoders
 
 from __future__ import annotations
 
-from core.backends.common import STRENGTH, BackendSpec, Control, DiffusersBackend, PromptHandling, register
+from core.backends.common import STRENGTH, BackendSpec, Control, DiffusersBackend, SDXLClipWindowPrompts, register
 
 TURBO_STEPS = Control("steps", "Steps", "slider", 1, 4, 1, info="Distilled for 1–4 steps.")
 
 
-class SDXLTurboBackend(DiffusersBackend):
+class SDXLTurboBackend(SDXLClipWindowPrompts, DiffusersBackend):
     """SDXL Turbo through diffusers' StableDiffusionXL(Img2Img)Pipeline."""
 
     max_steps = 4
@@ -36,22 +36,6 @@ class SDXLTurboBackend(DiffusersBackend):
             notes="1–4 steps, guidance 0 (no negative prompt). img2img needs steps × strength ≥ 1. "
                   "Prompts past 75 CLIP tokens are encoded in 75-token windows.",
         )
-
-    def prompt_kwargs(self, p, request, device) -> dict:
-        from core.generation.prompts import encode_long_prompt_sdxl, needs_chunking
-
-        if not needs_chunking(p, request.prompt, request.negative_prompt):
-            return super().prompt_kwargs(p, request, device)
-        embeds, negative, pooled, negative_pooled = encode_long_prompt_sdxl(
-            p, request.prompt, request.negative_prompt or None, device)
-        return {"prompt_embeds": embeds, "negative_prompt_embeds": negative,
-                "pooled_prompt_embeds": pooled, "negative_pooled_prompt_embeds": negative_pooled}
-
-    def prompt_handling(self, pipe, request) -> PromptHandling:
-        from core.generation.prompts import needs_chunking
-
-        windows = needs_chunking(pipe, request.prompt, request.negative_prompt)
-        return PromptHandling(clip_windows=windows, pooled_from_first_window=windows)
 
 
 SDXL_TURBO = register(SDXLTurboBackend())

@@ -19,6 +19,7 @@ from core.errors import LabError
 BACKEND_MODULES: tuple[str, ...] = (
     "core.backends.sd21",
     "core.backends.sdxl_turbo",
+    "core.backends.sdxl_base",
     "core.backends.sd3",
     "core.backends.diffusionsat",
     "core.backends.controlnet",

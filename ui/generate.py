@@ -1,31 +1,62 @@
 """Generate tab: the post-event image from the pre-event tile, with any backbone, and a
-comparison grid across backbones or a parameter sweep."""
+comparison grid across backbones or a parameter sweep.
+
+The backbone-specific settings are rendered from the specs: one widget per declared
+`Control` (core.backends.base), shown when the chosen backbone declares it. `build_generate`
+lays out and wires; the handlers below it are plain functions of `lab` and widget values.
+"""
 
 from __future__ import annotations
 
 import queue
 import threading
-from dataclasses import replace
 
 import gradio as gr
 
 from core.errors import GenerationCancelled, LabError
+from core.generation.compare import SWEEPS
 from core.types import GenerationRequest
 from ui.common import GPU, INTERNAL, user_errors
 
-SWEEPS = ["none", "strength", "guidance", "steps", "seed"]
 META_FIELDS = ("lon", "lat", "gsd", "cloud_cover", "year", "month", "day")
+SIZES = [64, 256, 512, 768, 1024]
+# Inputs of the generate and compare events, before the META_FIELDS and the controls.
+FORM = ("scene", "backbone", "prompt", "mode", "size", "seed", "num_images", "no_meta")
+
+
+def declared_controls(specs) -> list:
+    """Every control the backbones declare, once per name, in first-declared order (the
+    first declaration sets the widget kind; ranges follow the chosen backbone)."""
+    seen: dict = {}
+    for spec in specs:
+        for control in spec.controls:
+            seen.setdefault(control.name, control)
+    return list(seen.values())
+
+
+def control_widget(control):
+    """A hidden gradio widget for `control` (shown by `backbone_view`)."""
+    common = {"label": control.label, "visible": False, "info": control.info or None,
+              "elem_id": f"gen-control-{control.name}"}
+    if control.kind == "slider":
+        return gr.Slider(control.minimum, control.maximum, step=control.step, **common)
+    if control.kind == "checkbox":
+        return gr.Checkbox(**common)
+    if control.kind == "dropdown":
+        return gr.Dropdown(list(control.choices), **common)
+    return gr.Textbox(lines=1, **common)
 
 
 def build_generate(lab, demo: gr.Blocks, folder: gr.State):
     """The Generate tab. Returns its scene dropdown (Browse sends scenes here), the buttons
     that send the newest run to Evaluate and to Attention, and the newest run's id."""
-    specs = {s.id: s for s in lab.backbones.specs()}
-    first = next(iter(specs), None)
+    specs = lab.backbones.specs()
+    controls = declared_controls(specs)
+    first = specs[0].id if specs else None
     with gr.Tab("Generate", id="generate"):
         with gr.Row():
             scene = gr.Dropdown([], label="Scene", allow_custom_value=True, scale=2, elem_id="gen-scene")
-            backbone = gr.Dropdown([(s.label, s.id) for s in specs.values()], value=first, label="Backbone",
+            backbone = gr.Dropdown([(s.label, s.id) for s in specs], value=first, label="Backbone",
                                    scale=2, elem_id="gen-backbone")
         ready = gr.Markdown(elem_id="gen-ready")
         download = gr.Button("Download this backbone's weights", visible=False)
@@ -38,20 +69,16 @@ def build_generate(lab, demo: gr.Blocks, folder: gr.State):
             post = gr.Image(label="Real post-event (for comparison)", format="png", interactive=False, height=256)
         prompt = gr.Textbox(label="Prompt", lines=2, elem_id="gen-prompt")
         tokens = gr.Markdown(elem_id="gen-tokens")
-        negative = gr.Textbox(label="Negative prompt", lines=1)
         with gr.Row():
             mode = gr.Radio(["img2img", "txt2img"], value="img2img", label="Mode")
-            steps = gr.Slider(1, 100, value=20, step=1, label="Steps")
-            guidance = gr.Slider(0, 15, value=7.5, step=0.5, label="Guidance")
-            strength = gr.Slider(0.05, 1.0, value=0.8, step=0.05, label="Strength (img2img)")
-        with gr.Row():
-            size = gr.Dropdown([64, 256, 512, 768, 1024], value=512, label="Size (px)")
+            size = gr.Dropdown(SIZES, value=512, label="Size (px)")
             seed = gr.Number(value=0, precision=0, label="Seed")
             num_images = gr.Slider(1, 4, value=1, step=1, label="Images")
+        with gr.Row():
+            widgets = [control_widget(c) for c in controls]
+        with gr.Row():
             record = gr.Checkbox(value=True, label="Record attention maps (one image)", elem_id="gen-record")
             record_steps = gr.Checkbox(value=False, label="…and each step's maps (more memory)")
-            image_guidance = gr.Slider(1.0, 3.0, value=1.5, step=0.1, label="Image guidance", visible=False)
-            control_scale = gr.Slider(0.0, 2.0, value=1.0, step=0.05, label="ControlNet scale", visible=False)
         with gr.Group(visible=False) as meta_box:
             gr.Markdown("DiffusionSat metadata (from the scene's labels; edit to probe the model)")
             with gr.Row():
@@ -70,144 +97,176 @@ def build_generate(lab, demo: gr.Blocks, folder: gr.State):
             to_attention = gr.Button("See its attention maps →", interactive=False)
         with gr.Accordion("Compare backbones or sweep a parameter", open=False):
             with gr.Row():
-                compare_with = gr.CheckboxGroup([(s.label, s.id) for s in specs.values()], label="Backbones",
+                compare_with = gr.CheckboxGroup([(s.label, s.id) for s in specs], label="Backbones",
                                                 elem_id="gen-compare-backbones")
-                sweep = gr.Dropdown(SWEEPS, value="none", label="Sweep")
+                sweep = gr.Dropdown(list(SWEEPS), value="none", label="Sweep")
                 values = gr.Textbox(label="Values", placeholder="e.g. 0.4, 0.6, 0.8")
             compare_btn = gr.Button("Run comparison", elem_id="gen-compare")
             grid = gr.Image(label="Comparison grid", format="png", interactive=False, elem_id="gen-grid")
         token = gr.State(None)
         newest = gr.State(None)
 
-    params = [scene, backbone, prompt, negative, mode, steps, guidance, strength, size, seed, num_images,
-              image_guidance, control_scale, no_meta, *meta]
+    form = [scene, backbone, prompt, mode, size, seed, num_images, no_meta, *meta, *widgets]
 
-    @user_errors
-    def scenes_of(path):
-        ids = [s.scene_id for s in lab.datasets.open(path).scenes if s.pre_image is not None]
-        return gr.Dropdown(ids, value=ids[0] if ids else None, label="Scene")
-
-    @user_errors
-    def on_scene(path, scene_id, backbone_id):
-        from core.data.metadata import NO_METADATA, decode_metadata, scene_metadata
-
-        index = lab.datasets.open(path)
-        s = index.get(scene_id)
-        images = [index.load_image(s, p) if s.image(p) else None for p in ("pre", "post")]
-        vector = scene_metadata(index, s, resolution=512)
-        decoded = decode_metadata(vector) if tuple(vector) != NO_METADATA else {k: 0 for k in META_FIELDS}
-        return [*images, lab.generation.default_prompt(index, scene_id), *[decoded[k] for k in META_FIELDS]]
-
-    def on_backbone(backbone_id):
-        spec = lab.backbones.get(backbone_id).spec
-        d, shown = spec.defaults, set(spec.controls)
-        return [_readiness_text(lab, backbone_id), gr.Button(visible=bool(spec.hub_id)),
-                gr.Radio(list(spec.modes), value=d.get("mode", spec.modes[0])),
-                gr.Slider(value=d.get("steps", 20), visible="steps" in shown),
-                gr.Slider(value=d.get("guidance", 7.5), visible="guidance" in shown),
-                gr.Slider(value=d.get("strength", 0.8), visible="strength" in shown),
-                gr.Dropdown(value=d.get("size", 512)),
-                gr.Slider(value=d.get("image_guidance", 1.5), visible="image_guidance" in shown),
-                gr.Slider(value=d.get("control_scale", 1.0), visible="control_scale" in shown),
-                gr.Textbox(visible="negative_prompt" in shown),
-                gr.Group(visible=spec.needs_metadata)]
-
-    @user_errors
-    def fetch(backbone_id, progress=gr.Progress()):
-        from core.backends.sources import download as download_weights
-
-        spec = lab.backbones.get(backbone_id).spec
-        download_weights(spec, lab.backbones.source(backbone_id), progress=lambda done, total: progress((done, total)))
-        return _readiness_text(lab, backbone_id)
+    def to_request(values) -> GenerationRequest:
+        return request_from_form(lab, controls, values)
 
     def run(path, record_maps, record_steps_v, *values, progress=gr.Progress()):
-        request = _request(lab, values)
+        try:
+            request = to_request(values)
+        except LabError as err:
+            raise gr.Error(str(err), duration=None) from err
         record_maps = bool(record_maps) and lab.generation.can_record_attention(request)
         cancel = _new_token()
         yield {token: cancel}
         try:
-            runs = yield from _stream(lab, request, lab.datasets.open(path), cancel, progress, preview, record_maps,
-                                      record_maps and bool(record_steps_v))
+            runs = yield from stream_generation(lab, request, lab.datasets.open(path), cancel, progress, preview,
+                                                record_maps, record_maps and bool(record_steps_v))
         except GenerationCancelled as err:
             gr.Info(str(err))
             return
         except LabError as err:
             raise gr.Error(str(err), duration=None) from err
         yield {gallery: [(r.image_path.as_posix(), f"seed {r.record['params']['seed']}") for r in runs],
-               info: _run_info(runs), newest: runs[-1].run_id, to_evaluate: gr.Button(interactive=True),
+               info: run_info(runs), newest: runs[-1].run_id, to_evaluate: gr.Button(interactive=True),
                to_attention: gr.Button(interactive=record_maps)}
-
-    def stop(cancel):
-        if cancel is not None:
-            cancel.cancel()
 
     @user_errors
     def compare(path, chosen, sweep_name, sweep_values, *values, progress=gr.Progress()):
-        from core.viz import labelled_grid
+        return compare_grid(lab, path, chosen, sweep_name, sweep_values, to_request(values), progress)
 
-        base = _request(lab, values)
-        index = lab.datasets.open(path)
-        cells = _compare_cells(lab, base, chosen or [base.backbone], sweep_name, sweep_values)
-        images, labels = [], []
-        for i, (label, request) in enumerate(cells):
-            progress((i, len(cells)), desc=f"{label}")
-            run = lab.generation.generate(request, index, extra_params={"compare": label})[0]
-            images.append(run.image())
-            labels.append(label)
-        s = index.get(base.scene_id)
-        context = [(index.load_image(s, "pre"), "pre-event")]
-        if s.post_image is not None:
-            context.append((index.load_image(s, "post"), "real post-event"))
-        return labelled_grid(context + list(zip(images, labels)), size=max(base.size, 256))
-
-    @user_errors
-    def count(backbone_id, text, negative_text):
-        return _token_text(lab.backbones.token_report(backbone_id, text or "", negative_text or ""), text or "")
-
-    gr.on([prompt.change, negative.change, backbone.change], count, [backbone, prompt, negative], tokens,
+    negative = dict(zip((c.name for c in controls), widgets)).get("negative_prompt")
+    counted = [backbone, prompt] + ([negative] if negative is not None else [])
+    gr.on([w.change for w in counted], user_errors(lambda *v: token_text(lab, *v)), counted, tokens,
           api_name="count_tokens", trigger_mode="always_last")
-    def readiness_rows():
-        return [_readiness_row(lab, spec) for spec in lab.backbones.specs()]
-
-    gr.on([demo.load, table_btn.click], readiness_rows, None, table, api_name="readiness")
-    gr.on([demo.load, folder.change], scenes_of, folder, scene, **INTERNAL)
-    scene.change(on_scene, [folder, scene, backbone], [pre, post, prompt, *meta], **INTERNAL)
-    gr.on([demo.load, backbone.change], on_backbone, backbone,
-          [ready, download, mode, steps, guidance, strength, size, image_guidance, control_scale, negative,
-           meta_box], **INTERNAL)
-    download.click(fetch, backbone, ready, api_name="download_backbone")
-    run_btn.click(run, [folder, record, record_steps, *params], [token, preview, gallery, info, newest, to_evaluate, to_attention],
-                  api_name="generate", **GPU)
-    stop_btn.click(stop, token, None, api_name="stop", queue=False)
-    compare_btn.click(compare, [folder, compare_with, sweep, values, *params], grid, api_name="compare", **GPU)
+    gr.on([demo.load, table_btn.click], lambda: readiness_rows(lab), None, table, api_name="readiness")
+    gr.on([demo.load, folder.change], user_errors(lambda path: scene_choices(lab, path)), folder, scene,
+          **INTERNAL)
+    scene.change(user_errors(lambda path, scene_id: scene_view(lab, path, scene_id)), [folder, scene],
+                 [pre, post, prompt, *meta], **INTERNAL)
+    gr.on([demo.load, backbone.change], lambda backbone_id: backbone_view(lab, backbone_id, controls), backbone,
+          [ready, download, mode, size, meta_box, *widgets], **INTERNAL)
+    download.click(user_errors(lambda backbone_id, progress=gr.Progress(): download_backbone(lab, backbone_id,
+                                                                                             progress)),
+                   backbone, ready, api_name="download_backbone")
+    run_btn.click(run, [folder, record, record_steps, *form],
+                  [token, preview, gallery, info, newest, to_evaluate, to_attention], api_name="generate", **GPU)
+    stop_btn.click(_stop, token, None, api_name="stop", queue=False)
+    compare_btn.click(compare, [folder, compare_with, sweep, values, *form], grid, api_name="compare", **GPU)
     return scene, to_evaluate, to_attention, newest
 
 
-def _new_token():
-    from core.generation.progress import CancelToken
+# -- handlers -----------------------------------------------------------------------------
+def scene_choices(lab, path):
+    """The scene dropdown for the dataset at `path`: scenes with a pre-event tile, the
+    first one chosen."""
+    ids = [s.scene_id for s in lab.datasets.open(path).scenes if s.pre_image is not None]
+    return gr.Dropdown(ids, value=ids[0] if ids else None, label="Scene")
 
-    return CancelToken()
+
+def scene_view(lab, path, scene_id) -> list:
+    """[pre tile, post tile, default prompt, *the seven metadata values decoded] of a scene
+    (tiles None when absent; metadata values 0 when its labels give none)."""
+    from core.data.metadata import NO_METADATA, decode_metadata, scene_metadata
+
+    index = lab.datasets.open(path)
+    s = index.get(scene_id)
+    images = [index.load_image(s, p) if s.image(p) else None for p in ("pre", "post")]
+    vector = scene_metadata(index, s, resolution=512)
+    decoded = decode_metadata(vector) if tuple(vector) != NO_METADATA else {k: 0 for k in META_FIELDS}
+    return [*images, lab.generation.default_prompt(index, scene_id), *[decoded[k] for k in META_FIELDS]]
 
 
-def _request(lab, values) -> GenerationRequest:
-    (scene_id, backbone_id, prompt, negative, mode, steps, guidance, strength, size, seed, num_images,
-     image_guidance, control_scale, no_meta, *meta) = values
+def backbone_view(lab, backbone_id, controls) -> list:
+    """Updates for [readiness line, download button, mode, size, metadata box, *one per
+    control]: the backbone's modes and defaults, and only the controls it declares shown
+    (with its own ranges)."""
+    spec = lab.backbones.get(backbone_id).spec
+    own = {c.name: c for c in spec.controls}
+    d = spec.defaults
+    updates = [readiness_text(lab, backbone_id), gr.update(visible=bool(spec.hub_id)),
+               gr.update(choices=list(spec.modes), value=d.get("mode", spec.modes[0])),
+               gr.update(value=d.get("size", 512)), gr.update(visible=spec.needs_metadata)]
+    for control in controls:
+        declared = own.get(control.name)
+        if declared is None:
+            updates.append(gr.update(visible=False))
+            continue
+        value = spec.default_for(declared)
+        if declared.kind == "slider":
+            updates.append(gr.update(minimum=declared.minimum, maximum=declared.maximum, step=declared.step,
+                                     value=value, label=declared.label, visible=True))
+        elif declared.kind == "dropdown":
+            updates.append(gr.update(choices=list(declared.choices), value=value, label=declared.label,
+                                     visible=True))
+        else:
+            empty = False if declared.kind == "checkbox" else ""
+            updates.append(gr.update(value=empty if value is None else value, label=declared.label, visible=True))
+    return updates
+
+
+def request_from_form(lab, controls, values) -> GenerationRequest:
+    """The request the form describes: `values` are the FORM inputs, the seven metadata
+    values, then one value per control of `controls`. Controls the backbone does not
+    declare take its defaults; option controls go to `request.options`."""
     from core.data.metadata import NO_METADATA, encode_metadata
 
+    n = len(FORM)
+    scene_id, backbone_id, prompt, mode, size, seed, num_images, no_meta = values[:n]
+    meta = values[n:n + len(META_FIELDS)]
+    chosen = dict(zip((c.name for c in controls), values[n + len(META_FIELDS):]))
     if not scene_id:
         raise LabError("Pick a scene first: its pre-event tile is the starting point.")
     spec = lab.backbones.get(backbone_id).spec
+    fields = {k: v for k, v in spec.defaults.items() if k in _REQUEST_FIELDS}
+    options = dict(spec.defaults.get("options") or {})
+    for control in spec.controls:
+        value = chosen.get(control.name)
+        if value is None:
+            continue
+        if control.option:
+            options[control.name] = value
+        else:
+            fields[control.name] = value
     metadata = None
     if spec.needs_metadata:
         metadata = NO_METADATA if no_meta else encode_metadata(*[float(v or 0) for v in meta])
-    return GenerationRequest(
-        backbone=backbone_id, prompt=prompt or "", negative_prompt=negative or "", mode=mode, scene_id=scene_id,
-        steps=int(steps), guidance=float(guidance), strength=float(strength), size=int(size), seed=int(seed or 0),
-        num_images=int(num_images), metadata=metadata, image_guidance=float(image_guidance),
-        control_scale=float(control_scale))
+    fields.update(backbone=backbone_id, prompt=prompt or "", mode=mode, scene_id=scene_id, size=int(size),
+                  seed=int(seed or 0), num_images=int(num_images), metadata=metadata, options=options)
+    return GenerationRequest(**_typed(fields))
 
 
-def _stream(lab, request, index, cancel, progress, preview_out, attention=False, attention_steps=False):
+def compare_grid(lab, path, chosen, sweep_name, sweep_values, base: GenerationRequest, progress=None):
+    """The comparison grid (uint8 image): the pre- and real post-event tiles, then one cell
+    per backbone and swept value, each generated and saved as a run."""
+    from core.viz import labelled_grid
+
+    index = lab.datasets.open(path)
+    cells = lab.generation.compare_cells(base, chosen or [base.backbone], sweep_name, sweep_values)
+    tiles = []
+    for i, cell in enumerate(cells):
+        if progress is not None:
+            progress((i, len(cells)), desc=cell.label)
+        run = lab.generation.generate(cell.request, index, extra_params={"compare": cell.label})[0]
+        tiles.append((run.image(), cell.label))
+    s = index.get(base.scene_id)
+    context = [(index.load_image(s, "pre"), "pre-event")]
+    if s.post_image is not None:
+        context.append((index.load_image(s, "post"), "real post-event"))
+    return labelled_grid(context + tiles, size=max(base.size, 256))
+
+
+def download_backbone(lab, backbone_id, progress=None) -> str:
+    """Download the backbone's weights into the Hugging Face cache; its readiness line."""
+    from core.backends.sources import download
+
+    spec = lab.backbones.get(backbone_id).spec
+    report = (lambda done, total: progress((done, total))) if progress is not None else None
+    download(spec, lab.backbones.source(backbone_id), progress=report)
+    return readiness_text(lab, backbone_id)
+
+
+def stream_generation(lab, request, index, cancel, progress, preview_out, attention=False, attention_steps=False):
     """Run the generation in a worker thread; yield previews while it runs; return its runs."""
     updates: queue.Queue = queue.Queue()
     outcome: dict = {}
@@ -217,8 +276,9 @@ def _stream(lab, request, index, cancel, progress, preview_out, attention=False,
 
     def work():
         try:
-            outcome["runs"] = lab.generation.generate(request, index, on_step=on_step, preview_every=5, cancel=cancel,
-                                           attention=attention, attention_steps=attention_steps)
+            outcome["runs"] = lab.generation.generate(request, index, on_step=on_step, preview_every=5,
+                                                      cancel=cancel, attention=attention,
+                                                      attention_steps=attention_steps)
         except BaseException as err:  # handed to the UI thread below
             outcome["error"] = err
         finally:
@@ -235,31 +295,8 @@ def _stream(lab, request, index, cancel, progress, preview_out, attention=False,
     return outcome["runs"]
 
 
-def _compare_cells(lab, base: GenerationRequest, backbones: list[str], sweep: str, text: str):
-    """(label, request) per grid cell; each cell has its own seed (never a shared generator)."""
-    values = [v.strip() for v in (text or "").split(",") if v.strip()] if sweep != "none" else [None]
-    if sweep != "none" and not values:
-        raise LabError(f"Give the {sweep} values to sweep, separated by commas.")
-    cells = []
-    for backbone_id in backbones:
-        spec = lab.backbones.get(backbone_id).spec
-        for value in values:
-            fields = {"backbone": backbone_id, "num_images": 1}
-            if backbone_id != base.backbone:
-                fields.update({k: v for k, v in spec.defaults.items() if k in ("steps", "guidance", "strength", "mode")})
-            label = spec.label
-            if value is not None:
-                cast = int if sweep in ("steps", "seed") else float
-                try:
-                    fields[sweep] = cast(value)
-                except ValueError as err:
-                    raise LabError(f"{value!r} is not a valid {sweep} value.") from err
-                label += f" · {sweep} {value}"
-            cells.append((label, replace(base, **fields)))
-    return cells
-
-
-def _readiness_text(lab, backbone_id) -> str:
+def readiness_text(lab, backbone_id) -> str:
+    """One backbone's line: ready (where, how big) or what is missing, then its notes."""
     spec = lab.backbones.get(backbone_id).spec
     try:
         state = lab.backbones.readiness(backbone_id)
@@ -272,11 +309,29 @@ def _readiness_text(lab, backbone_id) -> str:
     return head + (f"\n\n{notes}" if notes else "")
 
 
+def readiness_rows(lab) -> list[list]:
+    """The readiness table: one row per backbone (label, ready, where, size, VRAM, missing)."""
+    rows = []
+    for spec in lab.backbones.specs():
+        try:
+            state = lab.backbones.readiness(spec.id)
+        except LabError as err:
+            rows.append([spec.label, "no", "", "", spec.vram_gb or "", str(err)])
+            continue
+        size = f"{state.size_bytes / 1e9:.2f}" if state.size_bytes else ""
+        rows.append([spec.label, "yes" if state.ready else "no", state.where, size, spec.vram_gb or "",
+                     state.missing])
+    return rows
+
+
 ENCODER_NAMES = {"clip": "CLIP", "clip2": "CLIP 2", "t5": "T5"}
 
 
-def _token_text(report: dict | None, prompt: str) -> str:
-    """Token counts per encoder; where an encoder would cut, the cut-off text in bold."""
+def token_text(lab, backbone_id, prompt, negative="") -> str:
+    """Token counts per encoder of the backbone; where an encoder would cut, the cut-off
+    text in bold."""
+    prompt = prompt or ""
+    report = lab.backbones.token_report(backbone_id, prompt, negative or "")
     if report is None:
         return "Token counts appear once this backbone's files are on disk."
     parts = []
@@ -296,22 +351,43 @@ def _token_text(report: dict | None, prompt: str) -> str:
     return " · ".join(parts)
 
 
-def _readiness_row(lab, spec) -> list:
-    try:
-        state = lab.backbones.readiness(spec.id)
-    except LabError as err:
-        return [spec.label, "no", "", "", spec.vram_gb or "", str(err)]
-    size = f"{state.size_bytes / 1e9:.2f}" if state.size_bytes else ""
-    return [spec.label, "yes" if state.ready else "no", state.where, size, spec.vram_gb or "", state.missing]
-
-
-def _run_info(runs) -> str:
+def run_info(runs) -> str:
+    """What was saved: run ids, the main parameters and time, tokens per encoder."""
     params = runs[0].record["params"]
     tokens = params.get("tokens") or params.get("token_counts")
+    seconds = params.get("seconds")
     lines = [f"Saved {len(runs)} run(s): " + ", ".join(f"`{r.run_id}`" for r in runs),
              f"{params.get('steps')} steps · guidance {params.get('guidance')} · strength {params.get('strength')}"
-             f" · {params.get('seconds', 0):.1f} s" if isinstance(params.get('seconds'), (int, float)) else ""]
+             f" · {seconds:.1f} s" if isinstance(seconds, (int, float)) else ""]
     if tokens:
         lines.append("Tokens: " + ", ".join(f"{k}: {v.get('prompt_tokens')}" + (" (cut!)" if v.get("truncated") else "")
                                             for k, v in tokens.items() if isinstance(v, dict) and v.get("used")))
     return "\n\n".join(line for line in lines if line)
+
+
+# -- small helpers ------------------------------------------------------------------------
+_REQUEST_FIELDS = ("mode", "steps", "guidance", "strength", "scheduler", "image_guidance", "control_scale",
+                   "negative_prompt")
+_NUMBERS = {"steps": int, "guidance": float, "strength": float, "image_guidance": float, "control_scale": float}
+
+
+def _typed(fields: dict) -> dict:
+    """Widget values as the request's types (sliders send floats; empty text is none)."""
+    out = dict(fields)
+    for name, cast in _NUMBERS.items():
+        if out.get(name) is not None:
+            out[name] = cast(out[name])
+    out["negative_prompt"] = out.get("negative_prompt") or ""
+    out["scheduler"] = out.get("scheduler") or None
+    return out
+
+
+def _new_token():
+    from core.generation.progress import CancelToken
+
+    return CancelToken()
+
+
+def _stop(cancel):
+    if cancel is not None:
+        cancel.cancel()

@@ -51,7 +51,7 @@ class Control:
 STEPS = Control("steps", "Steps", "slider", 1, 100, 1)
 GUIDANCE = Control("guidance", "Guidance", "slider", 0, 15, 0.5)
 STRENGTH = Control("strength", "Strength (img2img)", "slider", 0.05, 1.0, 0.05,
-                   info="How much of the pre-event tile is re-imagined: 1 starts from noise.")
+                   info="1 = start from noise")
 NEGATIVE_PROMPT = Control("negative_prompt", "Negative prompt", "text")
 CONTROL_SCALE = Control("control_scale", "ControlNet scale", "slider", 0.0, 2.0, 0.05,
                         info="How strongly the pre-event tile steers the image: 1 is how it was trained.")

@@ -1,10 +1,22 @@
 """The Generate tab's events through gradio_client, on tiny RANDOM backbones (plumbing)."""
 
 SCENE = "demo-hurricane_00000003"
-#        scene, backbone, prompt, negative, mode, steps, guidance, strength, size, seed, images,
-#        image_guidance, control_scale, no_meta, lon, lat, gsd, cloud, year, month, day
-PARAMS = [SCENE, "tiny-sd21", "a satellite image after a hurricane", "", "img2img", 2, 7.5, 1.0, 64, 3, 2,
-          1.5, 1.0, False, 0, 0, 0, 0, 0, 0, 0]
+# The inputs of /generate and /compare, in order: the form (ui.generate.FORM), the seven
+# DiffusionSat metadata values, then one per declared control (ui.generate.declared_controls
+# over the registered backbones: steps, guidance, strength, negative_prompt, scheduler,
+# drop_t5, control_scale, image_guidance).
+FORM = dict(scene=SCENE, backbone="tiny-sd21", prompt="a satellite image after a hurricane", mode="img2img",
+            size=64, seed=3, num_images=2, no_meta=False, lon=0, lat=0, gsd=0, cloud_cover=0, year=0, month=0,
+            day=0, steps=2, guidance=7.5, strength=1.0, negative_prompt="", scheduler=None, drop_t5=False,
+            control_scale=1.0, image_guidance=1.5)
+
+
+def params(**changes) -> list:
+    """The /generate inputs after the two attention checkboxes, with `changes` applied."""
+    return list({**FORM, **changes}.values())
+
+
+PARAMS = params()
 
 
 def test_generate_saves_runs_with_their_seeds(client):
@@ -33,7 +45,7 @@ def test_unknown_scene_is_a_clear_error(client):
     import pytest
 
     with pytest.raises(Exception, match="nowhere_00000001"):
-        client.predict(False, False, "nowhere_00000001", *PARAMS[1:], api_name="/generate")
+        client.predict(False, False, *params(scene="nowhere_00000001"), api_name="/generate")
 
 
 def test_token_counter_says_where_an_encoder_would_cut(client):
@@ -60,9 +72,8 @@ def test_stop_ends_a_running_generation_and_saves_nothing(client):
 
     scene = "demo-tsunami_00000006"
     before = len(client.predict(scene, api_name="/list_runs")["choices"])
-    params = [scene, "tiny-sd21", "a flooded coast", "", "txt2img", 100, 7.5, 1.0, 64, 11, 1,
-              1.5, 1.0, False, 0, 0, 0, 0, 0, 0, 0]
-    job = client.submit(False, False, *params, api_name="/generate")
+    long_job = params(scene=scene, prompt="a flooded coast", mode="txt2img", steps=100, seed=11, num_images=1)
+    job = client.submit(False, False, *long_job, api_name="/generate")
     deadline = time.time() + 60
     while time.time() < deadline and not (job.status().progress_data or job.done()):
         time.sleep(0.05)  # wait until denoising has started
@@ -75,17 +86,15 @@ def test_stop_ends_a_running_generation_and_saves_nothing(client):
 def test_a_backbone_that_is_not_downloaded_says_how_to_get_it(client):
     import pytest
 
-    params = [SCENE, "sd21", *PARAMS[2:]]
     with pytest.raises(Exception, match="stabilityai/stable-diffusion-2-1"):
-        client.predict(False, False, *params, api_name="/generate")
+        client.predict(False, False, *params(backbone="sd21"), api_name="/generate")
     # The app keeps working: the tiny backbone still generates.
-    assert "Saved 1 run(s)" in client.predict(False, False, *[SCENE, "tiny-sd21", *PARAMS[2:10], 1, *PARAMS[11:]],
-                                               api_name="/generate")[2]
+    assert "Saved 1 run(s)" in client.predict(False, False, *params(num_images=1), api_name="/generate")[2]
 
 
 def test_recorded_attention_maps_show_per_word_with_damage_shares(client):
-    params = [SCENE, "tiny-sd21", "flooded streets near damaged houses", *PARAMS[3:10], 1, *PARAMS[11:]]
-    client.predict(True, True, *params, api_name="/generate")
+    client.predict(True, True, *params(prompt="flooded streets near damaged houses", num_images=1),
+                   api_name="/generate")
     runs = client.predict(api_name="/attention_runs")
     newest = runs["value"]
     assert newest and "tiny-sd21" in dict((v, k) for k, v in runs["choices"])[newest]

@@ -32,6 +32,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from core.captions.formats import export_course_jsonl, import_course_jsonl  # noqa: E402
 from core.captions.store import CaptionStore  # noqa: E402
 
 DISASTERS = ["guatemala-volcano", "hurricane-florence", "hurricane-harvey", "hurricane-matthew",
@@ -83,13 +84,13 @@ def main(argv: list[str] | None = None) -> dict:
 
         store = CaptionStore(work / "captions.sqlite")
         t = time.perf_counter()
-        rep = store.import_course_jsonl(src)
+        rep = import_course_jsonl(store, src)
         import_s = time.perf_counter() - t
         t = time.perf_counter()
-        rep2 = store.import_course_jsonl(src)
+        rep2 = import_course_jsonl(store, src)
         reimport_s = time.perf_counter() - t
         t = time.perf_counter()
-        exported = store.export_course_jsonl(work / "export.jsonl")
+        exported = export_course_jsonl(store, work / "export.jsonl")
         export_s = time.perf_counter() - t
         print(f"import {import_s:.2f} s ({rep.added} added, {len(rep.bad)} bad), re-import {reimport_s:.2f} s "
               f"({rep2.unchanged} unchanged), export {export_s:.2f} s ({exported} lines)")

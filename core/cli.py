@@ -215,21 +215,18 @@ def cmd_caption(args) -> dict:
 
 
 def cmd_captions(args) -> dict:
-    store = _lab(args).captions.store
+    lab = _lab(args)
     if args.captions_command == "import":
-        report = store.import_course_jsonl(args.file)
+        report = lab.captions.import_course(args.file)
         return {"summary": report.summary(), "bad_lines": [{"line": n, "reason": r} for n, r in report.bad]}
     if args.format == "course":
-        return {"written": store.export_course_jsonl(args.out), "file": str(args.out)}
+        return {"written": lab.captions.export_course(args.out), "file": str(args.out)}
     if not args.data:
         raise LabError("--format controlnet needs --data: the xBD folder holding the image pairs.")
-    from core.captions.store import controlnet_pairs
-
-    index = _lab(args).datasets.open(args.data)
+    index = lab.datasets.open(args.data)
     scenes = index.filter(disaster=args.disaster, split=args.split)
-    pairs, skipped = controlnet_pairs(index, scenes, store, relative_to=None)
-    return {"written": store.export_controlnet_metadata(args.out, pairs), "skipped": skipped,
-            "file": str(args.out)}
+    written, skipped = lab.captions.export_controlnet(args.out, index, scenes)
+    return {"written": written, "skipped": skipped, "file": str(args.out)}
 
 
 COMMANDS = {"index": cmd_index, "caption": cmd_caption, "captions": cmd_captions, "score": cmd_score, "baseline": cmd_baseline,

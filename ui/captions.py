@@ -1,18 +1,25 @@
 """Captions tab: read, correct and review tile captions; every keystroke-level save is
-durable and every version can be restored."""
+durable and every version can be restored.
+
+`build_captions` only lays out the widgets and wires their events. Every handler is a
+module-level function taking the `Lab` and plain widget values and returning plain values
+or gradio updates, so it can be called (and tested) without a browser. What the CLI needs
+as well (which tiles a filter selects, file names of exports, import and export) lives in
+`core.captions.service.CaptionService`.
+"""
 
 from __future__ import annotations
 
-import time
-from pathlib import Path
+from functools import partial
 
 import gradio as gr
 
+from core.captions.service import NO_CAPTION
 from core.errors import LabError
 from ui.browse import ALL, DAMAGE_FILTERS
 from ui.common import GPU, INTERNAL, user_errors
 
-STATUS_FILTERS = [ALL, "auto", "edited", "reviewed", "no caption yet"]
+STATUS_FILTERS = [ALL, "auto", "edited", "reviewed", NO_CAPTION]
 HISTORY_HEADERS = ["id", "time (UTC)", "author", "kind", "status", "text"]
 # Alt+→ next, Alt+← previous, Alt+N next not reviewed (works while typing in the editor).
 SHORTCUTS_JS = """
@@ -61,7 +68,7 @@ def build_captions(lab, demo: gr.Blocks, folder: gr.State) -> None:
                 summary = gr.Textbox(label="Summary", lines=2, interactive=False)
         with gr.Accordion("Caption these tiles by machine", open=False):
             with gr.Row():
-                captioner = gr.Dropdown(_captioners(), value="template", label="Captioner")
+                captioner = gr.Dropdown(captioner_choices(), value="template", label="Captioner")
                 summarise_for = gr.Dropdown([("no summary", "")] + backbones, value="",
                                             label="Summarise with T5 to fit 77 CLIP tokens of")
                 caption_btn = gr.Button("Caption the filtered tiles", variant="primary", elem_id="cap-run")
@@ -85,148 +92,200 @@ def build_captions(lab, demo: gr.Blocks, folder: gr.State) -> None:
         version = gr.State(0)
 
     filters = [folder, status_f, disaster_f, damage_f, phase_f]
-    shown = [image, tile, editor, machine, summary, saved, history, version]
+    shown = [tile, editor, machine, summary, saved, history, version]
+    exported = [transfer_note, export_file]
 
-    @user_errors
-    def fill_filters(path):
-        return gr.Dropdown([ALL] + lab.datasets.open(path).disasters(), value=ALL, label="Disaster")
+    # The saving handlers take the author's name; gradio hands the request only to a
+    # function that declares it, so these adapters read it there.
+    def save_caption(name, text, current_version, request: gr.Request):
+        return save(lab, name, text, current_version, author_of(request))
 
-    @user_errors
-    def apply_filters(path, status_v, disaster_v, damage_v, phase_v):
-        names = _filtered_images(lab, path, status_v, disaster_v, damage_v, phase_v)
-        first = names[0] if names else None
-        return [names, gr.Dropdown(names, value=first, label=f"Tile ({len(names)} match)")]
-
-    @user_errors
-    def show(path, name):
-        if not name:
-            return [None, "", "", "", "No tile matches the filters.", [], 0]
-        record = lab.captions.store.get(name)
-        picture = _tile(lab, path, name)
-        if record is None:
-            return [picture, "", "", "", "No caption yet: type one, or caption these tiles by machine.", [], 0]
-        return [picture, record.text or "", record.machine_caption or "", record.summary or "",
-                _saved_line(record), _history_rows(lab, name), record.version]
-
-    def save(name, text, current_version, request: gr.Request):
-        if not name:
-            return current_version, "Pick a tile first: nothing was saved."
-        try:
-            record = lab.captions.store.save_edit(name, text, author=_author(request), expected_version=current_version)
-        except LabError as err:
-            return current_version, f"**Not saved**: {err}"
-        return record.version, _saved_line(record)
-
-    @user_errors
-    def set_status(name, status, request: gr.Request):
-        lab.captions.store.set_status(name, status, author=_author(request))
-        record = lab.captions.store.get(name)
-        return _saved_line(record), _history_rows(lab, name), record.version
-
-    @user_errors
-    def restore(name, history_id, request: gr.Request):
-        record = lab.captions.store.restore(name, int(history_id or 0), author=_author(request))
-        return record.text, _saved_line(record), _history_rows(lab, name), record.version
-
-    def step(names, name, offset):
-        if not names:
-            return None
-        i = names.index(name) if name in names else -1
-        return names[(i + offset) % len(names)]
-
-    def next_unreviewed(names, name):
-        start = names.index(name) + 1 if name in names else 0
-        for candidate in names[start:] + names[:start]:
-            record = lab.captions.store.get(candidate)
-            if record is None or record.status != "reviewed":
-                return candidate
-        gr.Info("Every tile in this list is reviewed.")
-        return name
-
-    @user_errors
-    def count(backbone_id, text):
-        from ui.generate import _token_text
-
-        return _token_text(lab.backbones.token_report(backbone_id, text or ""), text or "") if backbone_id else ""
-
-    @user_errors
-    def import_course(path_file):
-        if not path_file:
-            return gr.skip(), gr.skip()
-        report = lab.captions.store.import_course_jsonl(path_file)
-        bad = "".join(f"\n- line {n}: {reason}" for n, reason in report.bad[:20])
-        return report.summary() + bad, gr.skip()
-
-    @user_errors
-    def export(kind, path, names):
-        out = Path(lab.settings.work_dir) / "exports" / f"{kind}-{time.strftime('%Y%m%d-%H%M%S')}.jsonl"
-        out.parent.mkdir(parents=True, exist_ok=True)
-        if kind == "captions":
-            n = lab.captions.store.export_course_jsonl(out)
-            note = f"{n} captions written to `{out.name}`."
-        else:
-            from core.captions.store import controlnet_pairs
-
-            index = lab.datasets.open(path)
-            wanted = {_scene_of(name) for name in names}
-            scenes = [s for s in index.scenes if s.scene_id in wanted]
-            pairs, skipped = controlnet_pairs(index, scenes, lab.captions.store, relative_to=None)
-            n = lab.captions.store.export_controlnet_metadata(out, pairs)
-            note = f"{n} training pairs written to `{out.name}` ({skipped} scenes skipped: no caption or no pair)."
-        return note, gr.DownloadButton(value=str(out), visible=True)
-
-    def caption_these(path, names, captioner_id, backbone_id, progress=gr.Progress()):
-        from core.generation.progress import CancelToken
-
-        if not names:
-            raise gr.Error("No tile matches the filters.")
-        index = lab.datasets.open(path)
-        wanted = {_scene_of(n) for n in names}
-        scenes = [s for s in index.scenes if s.scene_id in wanted]
-        phases = tuple(sorted({"pre" if "_pre_" in n else "post" for n in names}))
-        token = CancelToken()
-        yield {cancel_state: token, batch_note: "Captioning…"}
-        try:
-            report = lab.captions.caption_scenes(index, scenes, captioner_id, phases=phases,
-                                        summarise_for=backbone_id or None, cancel=token,
-                                        progress=lambda done, total, name: progress((done, total), desc=name))
-        except LabError as err:
-            raise gr.Error(str(err), duration=None) from err
-        yield {batch_note: report.summary()}
-
-    caption_btn.click(caption_these, [folder, images, captioner, summarise_for], [cancel_state, batch_note],
-                      api_name="caption_these", **GPU).then(
-        show, [folder, image], shown[1:], **INTERNAL)
-    stop_btn.click(lambda t: t.cancel() if t is not None else None, cancel_state, None, queue=False,
-                   **INTERNAL)
-    gr.on([demo.load, folder.change], fill_filters, folder, disaster_f, **INTERNAL)
-    gr.on([demo.load, folder.change, status_f.input, disaster_f.input, damage_f.input, phase_f.input],
-          apply_filters, filters, [images, image], api_name="caption_filter")
-    image.change(show, [folder, image], shown[1:], api_name="show_caption")
-    editor.input(save, [image, editor, version], [version, saved], api_name="save_caption",
-                 trigger_mode="always_last")
-    gr.on([editor.change, backbone.change], count, [backbone, editor], tokens, **INTERNAL,
-          trigger_mode="always_last")
     def mark_reviewed(name, request: gr.Request):
-        return set_status(name, "reviewed", request)
+        return set_status(lab, name, "reviewed", author_of(request))
 
     def mark_edited(name, request: gr.Request):
-        return set_status(name, "edited", request)
+        return set_status(lab, name, "edited", author_of(request))
 
+    def restore_version(name, history_id, request: gr.Request):
+        return restore(lab, name, history_id, author_of(request))
+
+    caption_btn.click(partial(caption_these, lab), [folder, images, captioner, summarise_for],
+                      [cancel_state, batch_note], api_name="caption_these", **GPU).then(
+        partial(show, lab), [folder, image], shown, **INTERNAL)
+    stop_btn.click(stop, cancel_state, None, queue=False, **INTERNAL)
+    gr.on([demo.load, folder.change], partial(fill_filters, lab), folder, disaster_f, **INTERNAL)
+    gr.on([demo.load, folder.change, status_f.input, disaster_f.input, damage_f.input, phase_f.input],
+          partial(apply_filters, lab), filters, [images, image], api_name="caption_filter")
+    image.change(partial(show, lab), [folder, image], shown, api_name="show_caption")
+    editor.input(save_caption, [image, editor, version], [version, saved], api_name="save_caption",
+                 trigger_mode="always_last")
+    gr.on([editor.change, backbone.change], partial(count, lab), [backbone, editor], tokens, **INTERNAL,
+          trigger_mode="always_last")
     reviewed_btn.click(mark_reviewed, image, [saved, history, version], api_name="mark_reviewed")
     edited_btn.click(mark_edited, image, [saved, history, version], **INTERNAL)
-    restore_btn.click(restore, [image, restore_id], [editor, saved, history, version], api_name="restore_caption")
-    prev_btn.click(lambda ns, n: step(ns, n, -1), [images, image], image, **INTERNAL)
-    next_btn.click(lambda ns, n: step(ns, n, +1), [images, image], image, api_name="next_tile")
-    unreviewed_btn.click(next_unreviewed, [images, image], image, api_name="next_unreviewed")
-    course_file.upload(import_course, course_file, [transfer_note, export_file], api_name="import_captions")
-    export_course.click(lambda p, ns: export("captions", p, ns), [folder, images], [transfer_note, export_file],
-                        api_name="export_captions")
-    export_controlnet.click(lambda p, ns: export("controlnet", p, ns), [folder, images],
-                            [transfer_note, export_file], api_name="export_controlnet")
+    restore_btn.click(restore_version, [image, restore_id], [editor, saved, history, version],
+                      api_name="restore_caption")
+    prev_btn.click(partial(step, offset=-1), [images, image], image, **INTERNAL)
+    next_btn.click(partial(step, offset=+1), [images, image], image, api_name="next_tile")
+    unreviewed_btn.click(partial(next_unreviewed, lab), [images, image], image, api_name="next_unreviewed")
+    course_file.upload(partial(import_course, lab), course_file, exported, api_name="import_captions")
+    export_course.click(partial(export, lab, "captions"), [folder, images], exported, api_name="export_captions")
+    export_controlnet.click(partial(export, lab, "controlnet"), [folder, images], exported,
+                            api_name="export_controlnet")
 
 
-def _captioners() -> list[tuple[str, str]]:
+# -- handlers -----------------------------------------------------------------------------
+@user_errors
+def fill_filters(lab, path):
+    """The Disaster filter for the dataset at `path`: All, then each of its disasters."""
+    return gr.Dropdown([ALL] + lab.datasets.open(path).disasters(), value=ALL, label="Disaster")
+
+
+@user_errors
+def apply_filters(lab, path, status_v, disaster_v, damage_v, phase_v):
+    """[image names the filters select, the Tile dropdown listing them with the first picked]."""
+    names = filtered_images(lab, path, status_v, disaster_v, damage_v, phase_v)
+    first = names[0] if names else None
+    return [names, gr.Dropdown(names, value=first, label=f"Tile ({len(names)} match)")]
+
+
+def filtered_images(lab, path, status_v, disaster_v, damage_v, phase_v) -> list[str]:
+    """Image names of the dataset at `path` that the filters' values select (`ALL` = any;
+    `phase_v` "pre", "post" or "both"), scene by scene."""
+    index = lab.datasets.open(path)
+    scenes = index.filter(disaster=_any(disaster_v), damage=_any(damage_v))
+    phases = ("pre", "post") if phase_v == "both" else (phase_v,)
+    return lab.captions.image_names(scenes, phases, status=_any(status_v))
+
+
+@user_errors
+def show(lab, path, name) -> list:
+    """[tile picture, caption text, machine caption, summary, saved line, history rows,
+    version] of image `name`; a hint in the saved line when there is no tile or no caption."""
+    if not name:
+        return [None, "", "", "", "No tile matches the filters.", [], 0]
+    record = lab.captions.store.get(name)
+    picture = tile_picture(lab, path, name)
+    if record is None:
+        return [picture, "", "", "", "No caption yet: type one, or caption these tiles by machine.", [], 0]
+    return [picture, record.text or "", record.machine_caption or "", record.summary or "",
+            saved_line(record), history_rows(lab, name), record.version]
+
+
+def save(lab, name, text, current_version, author) -> tuple[int, str]:
+    """Save `text` as `author`'s caption of `name`, if it is still at `current_version`.
+    Returns (the version now loaded, the line under the editor): the new version and what
+    was saved, or the old version and why nothing was (never an exception, so autosave
+    goes on)."""
+    if not name:
+        return current_version, "Pick a tile first: nothing was saved."
+    try:
+        record = lab.captions.store.save_edit(name, text, author=author, expected_version=current_version)
+    except LabError as err:
+        return current_version, f"**Not saved**: {err}"
+    return record.version, saved_line(record)
+
+
+@user_errors
+def set_status(lab, name, status, author) -> tuple[str, list[list], int]:
+    """Give `name`'s caption `status` ("edited" or "reviewed") as `author`; returns
+    (saved line, history rows, version)."""
+    lab.captions.store.set_status(name, status, author=author)
+    record = lab.captions.store.get(name)
+    return saved_line(record), history_rows(lab, name), record.version
+
+
+@user_errors
+def restore(lab, name, history_id, author) -> tuple[str, str, list[list], int]:
+    """Make the text of history entry `history_id` `name`'s caption again, as `author`;
+    returns (text, saved line, history rows, version)."""
+    record = lab.captions.store.restore(name, int(history_id or 0), author=author)
+    return record.text, saved_line(record), history_rows(lab, name), record.version
+
+
+def step(names, name, offset):
+    """The image `offset` places from `name` in `names`, wrapping round (from the start
+    when `name` is not listed); None for an empty list."""
+    if not names:
+        return None
+    i = names.index(name) if name in names else -1
+    return names[(i + offset) % len(names)]
+
+
+def next_unreviewed(lab, names, name):
+    """The next image after `name` in `names` whose caption is not reviewed; `name` itself,
+    with a notice, when every one is."""
+    found = lab.captions.next_not_reviewed(names, name)
+    if found is None:
+        gr.Info("Every tile in this list is reviewed.")
+        return name
+    return found
+
+
+@user_errors
+def count(lab, backbone_id, text) -> str:
+    """Token counts of `text` for each text encoder of the backbone ("" with no backbone)."""
+    from ui.generate import token_text
+
+    return token_text(lab, backbone_id, text or "") if backbone_id else ""
+
+
+@user_errors
+def import_course(lab, path_file):
+    """Import an uploaded course captions.jsonl; returns (what it did with up to 20 bad
+    lines, no change to the download button)."""
+    if not path_file:
+        return gr.skip(), gr.skip()
+    report = lab.captions.import_course(path_file)
+    bad = "".join(f"\n- line {n}: {reason}" for n, reason in report.bad[:20])
+    return report.summary() + bad, gr.skip()
+
+
+@user_errors
+def export(lab, kind, path, names):
+    """Export "captions" (every caption, course format) or "controlnet" (training pairs of
+    the scenes of `names` in the dataset at `path`) to a new file in the exports folder;
+    returns (what was written, the download button showing that file)."""
+    out = lab.captions.export_path(kind)
+    if kind == "captions":
+        n = lab.captions.export_course(out)
+        note = f"{n} captions written to `{out.name}`."
+    else:
+        index = lab.datasets.open(path)
+        n, skipped = lab.captions.export_controlnet(out, index, lab.captions.scenes_of(index, names))
+        note = f"{n} training pairs written to `{out.name}` ({skipped} scenes skipped: no caption or no pair)."
+    return note, gr.DownloadButton(value=str(out), visible=True)
+
+
+def caption_these(lab, path, names, captioner_id, backbone_id, progress=gr.Progress()):
+    """Machine-caption the tiles `names` with `captioner_id` (summarised for `backbone_id`
+    when given). Yields (cancel token, "Captioning…") first, then (no change, the report)."""
+    from core.generation.progress import CancelToken
+
+    if not names:
+        raise gr.Error("No tile matches the filters.")
+    index = lab.datasets.open(path)
+    token = CancelToken()
+    yield token, "Captioning…"
+    try:
+        report = lab.captions.caption_scenes(index, lab.captions.scenes_of(index, names), captioner_id,
+                                             phases=lab.captions.phases_of(names),
+                                             summarise_for=backbone_id or None, cancel=token,
+                                             progress=lambda done, total, name: progress((done, total), desc=name))
+    except LabError as err:
+        raise gr.Error(str(err), duration=None) from err
+    yield gr.skip(), report.summary()
+
+
+def stop(token) -> None:
+    """Ask the machine captioning holding `token` to stop after the tile in progress."""
+    if token is not None:
+        token.cancel()
+
+
+# -- small helpers ------------------------------------------------------------------------
+def captioner_choices() -> list[tuple[str, str]]:
+    """(label, id) of every captioner, for the Captioner dropdown."""
     from core.captions.captioners import CAPTIONERS
 
     labels = {"template": "Template from the labels (no model)", "cogvlm2": "CogVLM2 (bf16, ~42 GB)",
@@ -234,42 +293,28 @@ def _captioners() -> list[tuple[str, str]]:
     return [(labels.get(c, c), c) for c in CAPTIONERS]
 
 
-def _author(request: gr.Request | None) -> str:
+def author_of(request: gr.Request | None) -> str:
+    """The signed-in user's name, else "browser"."""
     return (getattr(request, "username", None) or "browser") if request is not None else "browser"
 
 
-def _scene_of(image_name: str) -> str | None:
-    from core.data.names import parse_name, scene_id_for
-
-    parsed = parse_name(image_name)
-    return scene_id_for(parsed) if parsed else None
-
-
-def _filtered_images(lab, path, status_v, disaster_v, damage_v, phase_v) -> list[str]:
+def tile_picture(lab, path, name):
+    """The picture of image `name` of the dataset at `path`."""
     index = lab.datasets.open(path)
-    scenes = index.filter(disaster=None if disaster_v == ALL else disaster_v,
-                          damage=None if damage_v == ALL else damage_v)
-    phases = ("pre", "post") if phase_v == "both" else (phase_v,)
-    names = [s.image(p).name for s in scenes for p in phases if s.image(p)]
-    if status_v == ALL:
-        return names
-    records = {r.image: r for r in lab.captions.store.list(images=names)}
-    if status_v == "no caption yet":
-        return [n for n in names if n not in records]
-    return [n for n in names if n in records and records[n].status == status_v]
+    return index.load_image(*lab.captions.locate(index, name))
 
 
-def _tile(lab, path, name):
-    index = lab.datasets.open(path)
-    scene = index.get(_scene_of(name))
-    phase = "pre" if scene.pre_image is not None and scene.pre_image.name == name else "post"
-    return index.load_image(scene, phase)
-
-
-def _saved_line(record) -> str:
+def saved_line(record) -> str:
+    """The line under the editor: which version was saved, its status, when and by whom."""
     return (f"Saved: version {record.version}, **{record.status}**, "
             f"{record.updated} by {record.updated_by}")
 
 
-def _history_rows(lab, name) -> list[list]:
+def history_rows(lab, name) -> list[list]:
+    """The History table of `name`: newest change first."""
     return [[h.id, h.time, h.author, h.kind, h.status, h.text] for h in reversed(lab.captions.store.history(name))]
+
+
+def _any(value):
+    """None (no filter) for the `ALL` choice, else the value."""
+    return None if value == ALL else value

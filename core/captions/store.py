@@ -20,33 +20,29 @@ Durability and sharing:
 ``version`` counts changes of the text or the status (what a person sees and edits); storing
 new machine fields under a person's text does not change it.
 
-The course's ``captions.jsonl`` (keys ``disaster``, ``image``, ``caption`` and
-``caption_short`` or ``single_caption``) is imported with `import_course_jsonl` and written
-back with `export_course_jsonl`; `export_controlnet_metadata` writes a diffusers ControlNet
-training ``metadata.jsonl``.
+Rows are read by column name (``sqlite3.Row``), never by position.
+
+This module is persistence only. Reading and writing files (the course's ``captions.jsonl``,
+a ControlNet ``metadata.jsonl``) is `core.captions.formats`; it stores what a file held
+with `put_imported` and reads it back with `list_with_source`.
 """
 
 from __future__ import annotations
 
-import json
-import os
 import sqlite3
 import threading
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, fields
 from datetime import datetime, timezone
 from pathlib import Path
 
 from core.data.names import parse_name, scene_id_for
 from core.errors import LabError
-from core.io import atomic_write_text
 
 STATUSES: tuple[str, ...] = ("auto", "edited", "reviewed")
 PERSON_STATUSES: tuple[str, ...] = ("edited", "reviewed")
 HISTORY_KINDS: tuple[str, ...] = ("machine", "summary", "edit", "restore", "import", "status")
-SHORT_KEYS: tuple[str, ...] = ("caption_short", "single_caption")
-COURSE_KEYS: frozenset[str] = frozenset({"disaster", "image", "caption", *SHORT_KEYS})
 SCHEMA_VERSION = 1
 BUSY_TIMEOUT_MS = 30_000
 _IN_CHUNK = 500  # image names per `IN (...)` query
@@ -98,22 +94,22 @@ class HistoryEntry:
     time: str
 
 
-@dataclass
-class ImportReport:
-    """What `import_course_jsonl` did. `bad` lists (line number, reason) of skipped lines;
-    `kept_edits` counts images whose person-edited text was kept (machine fields updated)."""
+@dataclass(frozen=True)
+class ImportedCaption:
+    """A machine caption read from a file, for `CaptionStore.put_imported`.
 
-    path: str
-    lines: int = 0
-    added: int = 0
-    updated: int = 0
-    unchanged: int = 0
-    kept_edits: int = 0
-    bad: list[tuple[int, str]] = field(default_factory=list)
+    `summary` is the file's short text (None when it has none). `short_key` (the key the
+    short text came from) and `extra` (the line's other keys, as JSON text) are stored as
+    they are, so that an export can write the line back as it came in."""
 
-    def summary(self) -> str:
-        return (f"{self.path}: {self.added} added, {self.updated} updated, {self.unchanged} unchanged, "
-                f"{self.kept_edits} person edits kept, {len(self.bad)} bad line(s)")
+    image: str
+    scene_id: str | None
+    phase: str | None
+    disaster: str | None
+    caption: str
+    summary: str | None = None
+    short_key: str | None = None
+    extra: str | None = None
 
 
 _SCHEMA = """
@@ -142,16 +138,24 @@ CREATE TABLE IF NOT EXISTS history (
 );
 CREATE INDEX IF NOT EXISTS history_image ON history(image, id);
 """
-_RECORD_COLS = ("image, scene_id, phase, disaster, text, status, version, machine_caption, machine_model, "
-                "machine_prompt, machine_time, summary, summary_model, updated, updated_by")
+_RECORD_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(CaptionRecord))
+_HISTORY_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(HistoryEntry))
+_RECORD_COLS = ", ".join(_RECORD_FIELDS)
+_SOURCE_COLS = "short_key, extra"
+OUTCOMES: tuple[str, ...] = ("added", "updated", "unchanged", "kept")
+"""What storing a machine caption did; "kept": machine fields updated under a person's text."""
 
 
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="microseconds")
 
 
-def _record(row: tuple | None) -> CaptionRecord | None:
-    return None if row is None else CaptionRecord(*row[:15])
+def _record(row: sqlite3.Row | None) -> CaptionRecord | None:
+    return None if row is None else CaptionRecord(**{name: row[name] for name in _RECORD_FIELDS})
+
+
+def _history_entry(row: sqlite3.Row) -> HistoryEntry:
+    return HistoryEntry(**{name: row[name] for name in _HISTORY_FIELDS})
 
 
 def _name_fields(image: str) -> tuple[str | None, str | None, str | None]:
@@ -186,11 +190,11 @@ class CaptionStore:
         self._closed = False
         try:
             conn = self._conn()
-            mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+            mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()["journal_mode"]
             with self._write() as c:
                 for stmt in filter(str.strip, _SCHEMA.split(";")):
                     c.execute(stmt)
-                if c.execute("PRAGMA user_version").fetchone()[0] == 0:
+                if c.execute("PRAGMA user_version").fetchone()["user_version"] == 0:
                     c.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         except sqlite3.DatabaseError as err:
             self.close()
@@ -212,6 +216,7 @@ class CaptionStore:
                                        check_same_thread=False)
             except sqlite3.Error as err:
                 raise CaptionStoreError(f"Cannot open the caption store {self.path} ({err}).") from err
+            conn.row_factory = sqlite3.Row
             try:
                 conn.execute("PRAGMA synchronous=FULL")
                 conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
@@ -257,8 +262,8 @@ class CaptionStore:
 
     # -- helpers ---------------------------------------------------------------------------
     @staticmethod
-    def _fetch(conn: sqlite3.Connection, image: str) -> tuple | None:
-        return conn.execute(f"SELECT {_RECORD_COLS}, short_key, extra FROM captions WHERE image=?",
+    def _fetch(conn: sqlite3.Connection, image: str) -> sqlite3.Row | None:
+        return conn.execute(f"SELECT {_RECORD_COLS}, {_SOURCE_COLS} FROM captions WHERE image=?",
                             (image,)).fetchone()
 
     @staticmethod
@@ -267,7 +272,7 @@ class CaptionStore:
         conn.execute("INSERT INTO history(image, text, status, kind, author, time) VALUES (?,?,?,?,?,?)",
                      (image, text, status, kind, author, time))
 
-    def _require(self, conn: sqlite3.Connection, image: str) -> tuple:
+    def _require(self, conn: sqlite3.Connection, image: str) -> sqlite3.Row:
         row = self._fetch(conn, image)
         if row is None:
             raise CaptionStoreError(f"No caption stored for {image!r}; caption it or import captions first.")
@@ -281,13 +286,26 @@ class CaptionStore:
     def history(self, image: str) -> list[HistoryEntry]:
         """Every change of `image`'s caption, oldest first."""
         rows = self._conn().execute(
-            "SELECT id, image, text, status, kind, author, time FROM history WHERE image=? ORDER BY id",
-            (image,)).fetchall()
-        return [HistoryEntry(*r) for r in rows]
+            f"SELECT {', '.join(_HISTORY_FIELDS)} FROM history WHERE image=? ORDER BY id", (image,)).fetchall()
+        return [_history_entry(r) for r in rows]
 
     def list(self, *, status: str | None = None, disaster: str | None = None, phase: str | None = None,
              images: Iterable[str] | None = None) -> list[CaptionRecord]:
         """Records matching every given filter (None = any), sorted by image name."""
+        return [_record(r) for r in self._select(_RECORD_COLS, status=status, disaster=disaster, phase=phase,
+                                                 images=images)]
+
+    def list_with_source(self, *, images: Iterable[str] | None = None
+                         ) -> list[tuple[CaptionRecord, str | None, str | None]]:
+        """(record, short_key, extra) of every image (or of `images`), sorted by image name,
+        read in one query: the record with what `put_imported` kept of the file it came
+        from (both None for captions that were never imported)."""
+        rows = self._select(f"{_RECORD_COLS}, {_SOURCE_COLS}", images=images)
+        return [(_record(r), r["short_key"], r["extra"]) for r in rows]
+
+    def _select(self, cols: str, *, status: str | None = None, disaster: str | None = None,
+                phase: str | None = None, images: Iterable[str] | None = None) -> list[sqlite3.Row]:
+        """Rows of `cols` matching every given filter (None = any), sorted by image name."""
         where, args = [], []
         for col, val in (("status", status), ("disaster", disaster), ("phase", phase)):
             if val:
@@ -295,31 +313,31 @@ class CaptionStore:
                     _check_status(val)
                 where.append(f"{col}=?")
                 args.append(val.lower() if col != "status" else val)
-        base = f"SELECT {_RECORD_COLS} FROM captions"
+        base = f"SELECT {cols} FROM captions"
         conn = self._conn()
         if images is None:
             sql = base + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY image"
-            return [CaptionRecord(*r) for r in conn.execute(sql, args)]
+            return conn.execute(sql, args).fetchall()
         names = sorted(set(images))
-        out: list[CaptionRecord] = []
+        out: list[sqlite3.Row] = []
         for i in range(0, len(names), _IN_CHUNK):
             chunk = names[i:i + _IN_CHUNK]
             cond = where + [f"image IN ({','.join('?' * len(chunk))})"]
             sql = base + " WHERE " + " AND ".join(cond)
-            out.extend(CaptionRecord(*r) for r in conn.execute(sql, args + chunk))
-        out.sort(key=lambda r: r.image)
+            out.extend(conn.execute(sql, args + chunk))
+        out.sort(key=lambda r: r["image"])
         return out
 
     def counts(self) -> dict[str, int]:
         """Images per status (every status present, zeros included) plus "total"."""
         out = {s: 0 for s in STATUSES}
-        for status, n in self._conn().execute("SELECT status, COUNT(*) FROM captions GROUP BY status"):
-            out[status] = out.get(status, 0) + n
+        for row in self._conn().execute("SELECT status, COUNT(*) AS n FROM captions GROUP BY status"):
+            out[row["status"]] = out.get(row["status"], 0) + row["n"]
         out["total"] = sum(out[s] for s in out)
         return out
 
     def __len__(self) -> int:
-        return self._conn().execute("SELECT COUNT(*) FROM captions").fetchone()[0]
+        return self._conn().execute("SELECT COUNT(*) AS n FROM captions").fetchone()["n"]
 
     # -- writes ----------------------------------------------------------------------------
     def put_machine(self, image: str, *, scene_id: str | None, phase: str | None, disaster: str | None,
@@ -340,10 +358,32 @@ class CaptionStore:
                                        summary_model=summary_model, author=author, kind=None)
         return _record(row)
 
+    def put_imported(self, entries: Iterable[ImportedCaption], *, author: str, model: str | None = None,
+                     summary_model: str | None = None) -> list[str]:
+        """Store machine captions read from a file, all in one transaction; returns what
+        happened to each entry, in order (one of `OUTCOMES`).
+
+        As `put_machine`, a person's edited or reviewed text is never overwritten, and an
+        entry equal to what is stored changes nothing. Unlike it, a stored prompt is kept
+        (a file has none), the entry's `short_key` and `extra` replace the stored ones, and
+        the history rows are of kind ``import``. `summary_model` applies to entries that
+        have a summary."""
+        outcomes = []
+        with self._write() as conn:
+            for e in entries:
+                _, what = self._put_machine(
+                    conn, e.image, scene_id=e.scene_id, phase=e.phase, disaster=e.disaster, caption=e.caption,
+                    model=model, prompt=None, summary=e.summary,
+                    summary_model=summary_model if e.summary is not None else None, author=author,
+                    kind="import", short_key=e.short_key, extra=e.extra)
+                outcomes.append(what)
+        return outcomes
+
     def _put_machine(self, conn, image, *, scene_id, phase, disaster, caption, model, prompt, summary,
-                     summary_model, author, kind, short_key=None, extra=None) -> tuple[tuple, str]:
+                     summary_model, author, kind, short_key=None, extra=None) -> tuple[sqlite3.Row, str]:
         """Upsert machine fields inside a transaction; returns (row, what) where `what` is
-        "added", "updated", "unchanged" or "kept" (machine fields updated under a person's text)."""
+        one of `OUTCOMES`: "added", "updated", "unchanged" or "kept" (machine fields updated
+        under a person's text)."""
         if not isinstance(caption, str):
             raise CaptionStoreError(f"The machine caption of {image!r} must be text, got {type(caption).__name__}.")
         summary = summary if summary else None
@@ -367,10 +407,10 @@ class CaptionStore:
             if prompt is None:
                 prompt = rec.machine_prompt  # a course file has no prompt: keep the one stored
         else:
-            short_key, extra = old[15], old[16]
+            short_key, extra = old["short_key"], old["extra"]
         machine_changed = ((rec.machine_caption, rec.summary, rec.machine_model, rec.machine_prompt,
                             rec.summary_model) != (caption, summary, model, prompt, summary_model))
-        meta_changed = ((rec.scene_id, rec.phase, rec.disaster, old[15], old[16])
+        meta_changed = ((rec.scene_id, rec.phase, rec.disaster, old["short_key"], old["extra"])
                         != (scene_id, phase, disaster, short_key, extra))
         if not machine_changed and not meta_changed:
             return old, "unchanged"
@@ -469,7 +509,7 @@ class CaptionStore:
             if expected_version is not None and expected_version != current.version:
                 raise ConflictError(f"The caption of {image} was saved by someone else after you loaded it; "
                                     "reload it first.", current)
-            text = row[0]
+            text = row["text"]
             if text == current.text and current.status == "edited":
                 return current
             now = _now()
@@ -477,157 +517,3 @@ class CaptionStore:
                          "WHERE image=?", (text, now, author, image))
             self._log(conn, image, text, "edited", "restore", author, now)
             return _record(self._fetch(conn, image))
-
-    # -- the course's captions.jsonl -------------------------------------------------------
-    def import_course_jsonl(self, path: Path | str, *, author: str = "import", model: str | None = None,
-                            summary_model: str | None = None, batch: int = 2000) -> ImportReport:
-        """Import the course's ``captions.jsonl``; bad lines are reported, not fatal.
-
-        Each line: ``disaster``, ``image`` (file name), ``caption`` (the machine caption) and
-        optionally ``caption_short`` or ``single_caption`` (the short text, stored as the
-        summary). Scene id and phase come from the image name. Importing the same file again
-        changes nothing; a person's edited or reviewed text is never overwritten (only the
-        machine fields are). Committed in batches of `batch` lines.
-        """
-        path = Path(path)
-        report = ImportReport(path=str(path))
-        try:
-            fh = open(path, encoding="utf-8")
-        except OSError as err:
-            raise CaptionStoreError(f"Cannot read the captions file {path} ({err.strerror or err}).") from err
-        with fh:
-            pending: list[tuple[int, dict]] = []
-            for number, line in enumerate(fh, start=1):
-                report.lines = number
-                if not line.strip():
-                    continue
-                item, reason = _parse_course_line(line)
-                if reason:
-                    report.bad.append((number, reason))
-                    continue
-                pending.append((number, item))
-                if len(pending) >= batch:
-                    self._import_batch(pending, report, author, model, summary_model)
-                    pending = []
-            if pending:
-                self._import_batch(pending, report, author, model, summary_model)
-        return report
-
-    def _import_batch(self, items, report, author, model, summary_model) -> None:
-        with self._write() as conn:
-            for number, it in items:
-                _, what = self._put_machine(
-                    conn, it["image"], scene_id=it["scene_id"], phase=it["phase"], disaster=it["disaster"],
-                    caption=it["caption"], model=model, prompt=None, summary=it["short"],
-                    summary_model=summary_model if it["short"] is not None else None, author=author,
-                    kind="import", short_key=it["short_key"], extra=it["extra"])
-                if what == "added":
-                    report.added += 1
-                elif what == "unchanged":
-                    report.unchanged += 1
-                elif what == "kept":
-                    report.kept_edits += 1
-                else:
-                    report.updated += 1
-
-    def export_course_jsonl(self, path: Path | str, *, images: Iterable[str] | None = None) -> int:
-        """Write records in the course's format: ``caption`` = the machine caption (the current
-        text when there is none) and the short key (``caption_short``, or ``single_caption``
-        when imported so) = the current text. Returns the number of lines written."""
-        conn = self._conn()
-        names = None if images is None else set(images)
-        lines = []
-        for row in conn.execute(f"SELECT {_RECORD_COLS}, short_key, extra FROM captions ORDER BY image"):
-            rec = _record(row)
-            if names is not None and rec.image not in names:
-                continue
-            out = dict(json.loads(row[16])) if row[16] else {}
-            out["disaster"] = rec.disaster
-            out["image"] = rec.image
-            out["caption"] = rec.machine_caption if rec.machine_caption is not None else rec.text
-            if rec.summary is not None or rec.text != out["caption"] or row[15]:
-                out[row[15] or "caption_short"] = rec.text
-            lines.append(json.dumps(out, ensure_ascii=False))
-        atomic_write_text(Path(path), "".join(line + "\n" for line in lines))
-        return len(lines)
-
-    # -- ControlNet training ---------------------------------------------------------------
-    def export_controlnet_metadata(self, path: Path | str, pairs: Iterable[tuple[str, str, str]]) -> int:
-        """Write a diffusers ControlNet training ``metadata.jsonl``: one line per
-        (post image, pre image, text) as ``{"image", "conditioning_image", "text"}``."""
-        return export_controlnet_metadata(path, pairs)
-
-
-def _parse_course_line(line: str) -> tuple[dict | None, str | None]:
-    try:
-        obj = json.loads(line)
-    except json.JSONDecodeError as err:
-        return None, f"not valid JSON ({err.msg} at column {err.colno})"
-    if not isinstance(obj, dict):
-        return None, "not a JSON object"
-    image = obj.get("image")
-    if not isinstance(image, str) or not image.strip():
-        return None, "no 'image' file name"
-    if "/" in image or "\\" in image:
-        image = image.replace("\\", "/").rsplit("/", 1)[-1]
-    caption = obj.get("caption")
-    if not isinstance(caption, str):
-        return None, f"no 'caption' text for {image}"
-    parsed = parse_name(image)
-    if parsed is None or parsed.kind != "image":
-        return None, f"{image!r} is not an xBD image name"
-    short_key = next((k for k in SHORT_KEYS if k in obj), None)
-    short = obj.get(short_key) if short_key else None
-    if short is not None and not isinstance(short, str):
-        return None, f"'{short_key}' of {image} is not text"
-    disaster = obj.get("disaster")
-    if disaster is not None and not isinstance(disaster, str):
-        return None, f"'disaster' of {image} is not text"
-    extra = {k: v for k, v in obj.items() if k not in COURSE_KEYS}
-    return {
-        "image": image, "caption": caption, "short": short, "short_key": short_key,
-        "disaster": (disaster or parsed.disaster), "scene_id": scene_id_for(parsed), "phase": parsed.phase,
-        "extra": json.dumps(extra, ensure_ascii=False, sort_keys=True) if extra else None,
-    }, None
-
-
-def export_controlnet_metadata(path: Path | str, pairs: Iterable[tuple[str, str, str]]) -> int:
-    """Write a diffusers ControlNet training ``metadata.jsonl`` from (post image, pre image,
-    text) triples: ``{"image": post, "conditioning_image": pre, "text": text}`` per line.
-    Returns the number of lines."""
-    lines = [json.dumps({"image": str(post), "conditioning_image": str(pre), "text": text}, ensure_ascii=False)
-             for post, pre, text in pairs]
-    atomic_write_text(Path(path), "".join(line + "\n" for line in lines))
-    return len(lines)
-
-
-def _rel(path: Path, relative_to: Path | str | None) -> str:
-    if relative_to is None:
-        return Path(path).as_posix()
-    return Path(os.path.relpath(path, relative_to)).as_posix()
-
-
-def controlnet_pairs(index, scenes, store: CaptionStore, *,
-                     relative_to: Path | str | None) -> tuple[list[tuple[str, str, str]], int]:
-    """(post image, pre image, text) triples for ControlNet training, and the number of
-    scenes skipped.
-
-    `scenes` are `core.types.Scene`s (None = every scene of `index`). The text is the
-    current caption of the post image, else of the pre image; scenes lacking either image
-    or any non-empty caption are skipped. Paths are made relative to `relative_to` (the
-    folder the metadata.jsonl goes into) with forward slashes, or kept as given when None.
-    """
-    scenes = list(index.scenes if scenes is None else scenes)
-    wanted = [p.name for s in scenes for p in (s.post_image, s.pre_image) if p is not None]
-    texts = {r.image: r.text for r in store.list(images=wanted)}
-    pairs, skipped = [], 0
-    for s in scenes:
-        if s.pre_image is None or s.post_image is None:
-            skipped += 1
-            continue
-        text = texts.get(s.post_image.name, "").strip() or texts.get(s.pre_image.name, "").strip()
-        if not text:
-            skipped += 1
-            continue
-        pairs.append((_rel(s.post_image, relative_to), _rel(s.pre_image, relative_to), text))
-    return pairs, skipped

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import sqlite3
@@ -13,15 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from core.captions.store import (
-    CaptionStore,
-    CaptionStoreError,
-    ConflictError,
-    controlnet_pairs,
-    export_controlnet_metadata,
-)
+from core.captions.store import CaptionStore, CaptionStoreError, ConflictError, ImportedCaption
 from core.errors import LabError
-from core.types import Scene
 
 ROOT = Path(__file__).resolve().parents[2]
 POST = "guatemala-volcano_00000004_post_disaster.png"
@@ -143,6 +135,33 @@ def test_edit_of_an_uncaptioned_image_creates_it_from_its_name(store):
         "guatemala-volcano_00000004", "pre", "guatemala-volcano", 1, None)
 
 
+def test_imported_captions_keep_their_source_and_never_overwrite_a_persons_edit(store):
+    def entry(image, caption, **kw):
+        return ImportedCaption(image=image, scene_id="guatemala-volcano_00000004", phase=image.split("_")[2],
+                               disaster="guatemala-volcano", caption=caption, **kw)
+
+    first = [entry(POST, "Long.", summary="Short.", short_key="single_caption", extra='{"id": 7}'),
+             entry(PRE, "Valley.")]
+    assert store.put_imported(first, author="import", summary_model="t5") == ["added", "added"]
+    assert store.put_imported(first, author="import", summary_model="t5") == ["unchanged", "unchanged"]
+    store.save_edit(POST, "Mine.", author="ana")
+    assert store.put_imported([entry(POST, "Longer."), entry(PRE, "Valley.")], author="import") == [
+        "kept", "unchanged"]
+    (post, short_key, extra), (pre, *source) = store.list_with_source()
+    assert (post.image, post.text, post.machine_caption, short_key, extra) == (POST, "Mine.", "Longer.", None, None)
+    assert (pre.text, pre.summary_model, source) == ("Valley.", None, [None, None])
+    assert store.history(PRE)[-1].kind == "import"
+    assert [r for r, *_ in store.list_with_source(images=[PRE])] == [store.get(PRE)]
+
+
+def test_records_are_read_by_column_name(store):
+    _machine(store)
+    assert store._conn().row_factory is sqlite3.Row
+    rec = store.get(POST)
+    assert (rec.image, rec.status, rec.updated_by) == (POST, "auto", "captioner")
+    assert len(store) == 1 and store.counts()["auto"] == 1
+
+
 # -- durability ----------------------------------------------------------------------------
 
 _CHILD = """
@@ -254,78 +273,6 @@ def test_a_store_is_shared_by_threads_with_their_own_connections(store):
     assert seen[0] != id(store._conn())
 
 
-# -- the course's captions.jsonl -----------------------------------------------------------
-
-COURSE = [
-    {"disaster": "guatemala-volcano", "image": POST, "caption": "Long text about lava.",
-     "caption_short": "Lava flows."},
-    {"disaster": "guatemala-volcano", "image": PRE, "caption": "A green valley.", "caption_short": "Valley."},
-    {"disaster": "socal-fire", "image": "socal-fire_00000001_post_disaster_part2.png",
-     "caption": "Burnt hills in one sentence.", "single_caption": "Burnt hills."},
-    {"disaster": "socal-fire", "image": "socal-fire_00000002_pre_disaster.png", "caption": "Only long."},
-]
-
-
-def _write_course(path: Path, broken: bool = True) -> None:
-    lines = [json.dumps(r) for r in COURSE]
-    if broken:
-        lines.insert(2, '{"disaster": "socal-fire", "image": ')  # line 3: cut JSON
-        lines.append(json.dumps({"disaster": "x", "image": "notes.txt", "caption": "?"}))  # line 6
-        lines.append("")
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-
-
-def test_import_export_round_trip_with_bad_lines_reported(store, tmp_path):
-    src = tmp_path / "captions.jsonl"
-    _write_course(src)
-    rep = store.import_course_jsonl(src)
-    assert (rep.added, rep.updated, rep.unchanged) == (4, 0, 0)
-    assert [n for n, _ in rep.bad] == [3, 6]
-    assert "JSON" in rep.bad[0][1] and "notes.txt" in rep.bad[1][1]
-    part = store.get("socal-fire_00000001_post_disaster_part2.png")
-    assert (part.scene_id, part.phase, part.text, part.summary) == (
-        "socal-fire_00000001_part2", "post", "Burnt hills.", "Burnt hills.")
-    assert store.history(PRE)[-1].kind == "import"
-
-    again = store.import_course_jsonl(src)
-    assert (again.added, again.updated, again.unchanged) == (0, 0, 4)
-    assert sum(len(store.history(r["image"])) for r in COURSE) == 7
-
-    out = tmp_path / "out" / "captions.jsonl"
-    assert store.export_course_jsonl(out) == 4
-    exported = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
-    key = lambda r: r["image"]  # noqa: E731
-    assert sorted(exported, key=key) == sorted(COURSE, key=key)
-
-    store.export_course_jsonl(out, images=[POST])
-    assert [json.loads(line)["image"] for line in out.read_text().splitlines()] == [POST]
-
-
-def test_import_never_overwrites_a_persons_edit_and_export_carries_it(store, tmp_path):
-    src = tmp_path / "captions.jsonl"
-    _write_course(src, broken=False)
-    store.import_course_jsonl(src)
-    store.save_edit(POST, "Corrected by a person.", author="ana")
-    changed = [dict(r) for r in COURSE]
-    changed[0]["caption_short"] = "A newer summary."
-    src2 = src.with_name("v2.jsonl")
-    src2.write_text("\n".join(json.dumps(r) for r in changed) + "\n", encoding="utf-8")
-    rep = store.import_course_jsonl(src2)
-    assert (rep.kept_edits, rep.unchanged) == (1, 3)
-    rec = store.get(POST)
-    assert (rec.text, rec.status, rec.summary) == ("Corrected by a person.", "edited", "A newer summary.")
-    out = tmp_path / "out.jsonl"
-    store.export_course_jsonl(out, images=[POST])
-    line = json.loads(out.read_text())
-    assert line == {"disaster": "guatemala-volcano", "image": POST, "caption": "Long text about lava.",
-                    "caption_short": "Corrected by a person."}
-
-
-def test_missing_course_file_is_a_clear_error(store, tmp_path):
-    with pytest.raises(CaptionStoreError, match="Cannot read"):
-        store.import_course_jsonl(tmp_path / "nope.jsonl")
-
-
 def test_a_file_that_is_not_sqlite_is_refused_with_a_message(tmp_path):
     bad = tmp_path / "junk.sqlite"
     bad.write_bytes(b"this is not a database" * 100)
@@ -333,51 +280,8 @@ def test_a_file_that_is_not_sqlite_is_refused_with_a_message(tmp_path):
         CaptionStore(bad)
 
 
-# -- ControlNet metadata.jsonl -------------------------------------------------------------
-
-def _scene(root: Path, sid: str, pre: bool = True, post: bool = True) -> Scene:
-    d, tid = sid.rsplit("_", 1)
-    img = root / "train" / "images"
-    return Scene(scene_id=sid, disaster=d, split="train", part=None,
-                 pre_image=img / f"{d}_{tid}_pre_disaster.png" if pre else None,
-                 post_image=img / f"{d}_{tid}_post_disaster.png" if post else None)
-
-
-def test_controlnet_pairs_and_metadata_format(store, tmp_path):
-    root = tmp_path / "xbd"
-    scenes = [_scene(root, "guatemala-volcano_00000004"),   # post caption
-              _scene(root, "socal-fire_00000001"),          # only the pre is captioned
-              _scene(root, "socal-fire_00000002"),          # no caption
-              _scene(root, "socal-fire_00000003", pre=False)]  # no pre image
-    _machine(store, caption="Lava on the post tile.")
-    store.save_edit("socal-fire_00000001_pre_disaster.png", "Dry hills.", author="ana")
-    store.save_edit("socal-fire_00000003_post_disaster.png", "Burnt.", author="ana")
-
-    class Index:  # DatasetIndex stand-in: only `.scenes` is read
-        pass
-
-    Index.scenes = scenes
-    pairs, skipped = controlnet_pairs(Index(), None, store, relative_to=root)
-    assert skipped == 2
-    assert pairs == [
-        ("train/images/guatemala-volcano_00000004_post_disaster.png",
-         "train/images/guatemala-volcano_00000004_pre_disaster.png", "Lava on the post tile."),
-        ("train/images/socal-fire_00000001_post_disaster.png",
-         "train/images/socal-fire_00000001_pre_disaster.png", "Dry hills.")]
-    meta = root / "metadata.jsonl"
-    assert store.export_controlnet_metadata(meta, pairs) == 2
-    lines = [json.loads(line) for line in meta.read_text(encoding="utf-8").splitlines()]
-    assert lines[0] == {"image": "train/images/guatemala-volcano_00000004_post_disaster.png",
-                        "conditioning_image": "train/images/guatemala-volcano_00000004_pre_disaster.png",
-                        "text": "Lava on the post tile."}
-    assert all(set(line) == {"image", "conditioning_image", "text"} for line in lines)
-    abs_pairs, _ = controlnet_pairs(Index(), scenes[:1], store, relative_to=None)
-    assert export_controlnet_metadata(tmp_path / "m.jsonl", abs_pairs) == 1
-    assert Path(json.loads((tmp_path / "m.jsonl").read_text())["image"]).is_absolute()
-
-
 def test_store_module_is_light():
-    code = ("import sys, core.captions, core.captions.store; "
+    code = ("import sys, core.captions, core.captions.store, core.captions.formats; "
             "print(sorted(m for m in ('torch', 'gradio', 'diffusers', 'numpy') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr

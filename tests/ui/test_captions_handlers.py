@@ -1,0 +1,188 @@
+"""The Captions tab's handlers called directly, without a browser, on a real Lab with a
+private work folder and the demo scenes: what a person correcting captions relies on."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from pathlib import Path
+
+import gradio as gr
+import pytest
+
+import ui.captions as tab
+from core.config import DEMO_SCENES, Settings
+from core.errors import LabError
+from core.lab import Lab
+from ui.browse import ALL
+
+POST = "demo-volcano_00000005_post_disaster.png"
+PRE = "demo-volcano_00000005_pre_disaster.png"
+DATA = str(DEMO_SCENES)
+
+
+@pytest.fixture
+def lab(tmp_path):
+    lab = Lab(Settings.load(env={}, data_dir=DEMO_SCENES, work_dir=tmp_path / "work"))
+    yield lab
+    lab.captions.store.close()
+
+
+def _names(lab, status=ALL, phase="post", disaster=ALL):
+    names, dropdown = tab.apply_filters(lab, DATA, status, disaster, ALL, phase)
+    assert dropdown.value == (names[0] if names else None)
+    return names
+
+
+def _caption_by_machine(lab, names):
+    steps = list(tab.caption_these(lab, DATA, names, "template", "", progress=lambda *a, **k: None))
+    return steps[-1][1]
+
+
+def test_filters_select_tiles_by_phase_disaster_and_caption_status(lab):
+    assert _names(lab) == [n for n in _names(lab, phase="both") if "_post_" in n]
+    assert len(_names(lab, phase="both")) == 12
+    assert _names(lab, disaster="demo-volcano", phase="both") == [PRE, POST]
+    assert [c[1] for c in tab.fill_filters(lab, DATA).choices][:2] == [ALL, "demo-earthquake"]
+    assert len(_names(lab, status="no caption yet")) == 6 and _names(lab, status="auto") == []
+    tab.save(lab, POST, "By hand.", 0, "ana")
+    assert _names(lab, status="edited") == [POST]
+    assert POST not in _names(lab, status="no caption yet")
+
+
+def test_machine_captions_fill_the_editor_and_a_rerun_resumes(lab):
+    names = _names(lab)
+    assert "6 captioned" in _caption_by_machine(lab, names)
+    assert "0 captioned, 6 already done" in _caption_by_machine(lab, names)
+    picture, text, machine, summary, saved, history, version = tab.show(lab, DATA, POST)
+    assert picture is not None and picture.shape[-1] == 3
+    assert text == machine and "volcan" in machine.lower() and summary == ""
+    assert "version 1" in saved and "auto" in saved and version == 1
+    assert [row[3] for row in history] == ["machine"]
+
+
+def test_caption_these_refuses_an_empty_list_and_hands_out_a_stop_token(lab):
+    with pytest.raises(gr.Error, match="No tile matches"):
+        next(tab.caption_these(lab, DATA, [], "template", ""))
+    steps = tab.caption_these(lab, DATA, [POST], "template", "", progress=lambda *a, **k: None)
+    token, note = next(steps)
+    assert note == "Captioning…"
+    tab.stop(token)
+    tab.stop(None)  # nothing running: no error
+    assert "cancelled" in list(steps)[-1][1]
+    assert tab.show(lab, DATA, POST)[1] == ""  # stopped before the first tile
+
+
+def test_a_save_bumps_the_version_and_says_what_was_saved(lab):
+    _caption_by_machine(lab, [POST])
+    version = tab.show(lab, DATA, POST)[-1]
+    version, line = tab.save(lab, POST, "Lava covers the east of the town.", version, "ana")
+    assert version == 2 and "version 2" in line and "**edited**" in line and "by ana" in line
+    version, line = tab.save(lab, POST, "Lava covers the east of the town; 76 houses gone.", version, "ana")
+    assert version == 3 and "version 3" in line
+    assert tab.show(lab, DATA, POST)[1] == "Lava covers the east of the town; 76 houses gone."
+    assert tab.save(lab, "", "Lost words.", 3, "ana") == (3, "Pick a tile first: nothing was saved.")
+
+
+def test_a_save_from_a_stale_page_is_refused_with_a_message_not_lost(lab):
+    ana_loaded = tab.show(lab, DATA, POST)[-1]
+    ben_loaded = tab.show(lab, DATA, POST)[-1]
+    ben_version, _ = tab.save(lab, POST, "Ben's words.", ben_loaded, "ben")
+    version, line = tab.save(lab, POST, "Ana's words.", ana_loaded, "ana")
+    assert version == ana_loaded  # the editor keeps what it had loaded
+    assert line.startswith("**Not saved**") and "by ben" in line and "Reload" in line
+    text, *_, saved, _, stored = tab.show(lab, DATA, POST)[1:]
+    assert (text, stored) == ("Ben's words.", ben_version)
+    # after reloading, Ana's save goes through
+    assert tab.save(lab, POST, "Ana's words.", stored, "ana")[0] == stored + 1
+
+
+def test_review_status_and_next_not_reviewed(lab):
+    names = _names(lab)
+    tab.save(lab, names[0], "Checked by hand.", 0, "ana")
+    saved, history, version = tab.set_status(lab, names[0], "reviewed", "ana")
+    assert "**reviewed**" in saved and version == 2 and history[0][3] == "status"
+    assert tab.next_unreviewed(lab, names, names[-1]) == names[1]  # wraps round, skips the reviewed one
+    assert tab.next_unreviewed(lab, names, names[0]) == names[1]
+    saved, _, _ = tab.set_status(lab, names[0], "edited", "ben")
+    assert "**edited**" in saved and "by ben" in saved
+    with pytest.raises(gr.Error, match="No caption stored"):
+        tab.set_status(lab, names[1], "reviewed", "ana")
+
+
+def test_when_every_tile_is_reviewed_next_not_reviewed_stays_put(lab):
+    names = _names(lab, disaster="demo-volcano", phase="both")
+    for name in names:
+        tab.save(lab, name, "Done.", 0, "ana")
+        tab.set_status(lab, name, "reviewed", "ana")
+    assert tab.next_unreviewed(lab, names, names[0]) == names[0]
+
+
+def test_restore_brings_back_an_earlier_version(lab):
+    _caption_by_machine(lab, [POST])
+    machine_text = tab.show(lab, DATA, POST)[2]
+    tab.save(lab, POST, "First try.", 1, "ana")
+    tab.save(lab, POST, "Second try.", 2, "ana")
+    history = tab.show(lab, DATA, POST)[5]
+    assert [row[5] for row in history] == ["Second try.", "First try.", machine_text]  # newest first
+    text, saved, history, version = tab.restore(lab, POST, history[-1][0], "ben")
+    assert (text, version) == (machine_text, 4)
+    assert "**edited**" in saved and history[0][3] == "restore" and history[0][2] == "ben"
+    tab.save(lab, PRE, "Another tile.", 0, "ana")
+    with pytest.raises(gr.Error, match="does not belong"):
+        tab.restore(lab, PRE, history[0][0], "ben")
+
+
+def test_step_moves_through_the_list_and_wraps(lab):
+    names = ["a", "b", "c"]
+    assert [tab.step(names, "a", +1), tab.step(names, "c", +1), tab.step(names, "a", -1)] == ["b", "a", "c"]
+    assert tab.step(names, "gone", +1) == "a" and tab.step([], "a", +1) is None
+
+
+def test_exports_are_named_by_kind_and_time_in_the_work_folder(lab, tmp_path):
+    exports = tmp_path / "work" / "exports"
+    when = time.mktime((2024, 5, 6, 7, 8, 9, 0, 0, -1))
+    assert lab.captions.export_path("captions", when=when) == exports / "captions-20240506-070809.jsonl"
+    assert lab.captions.export_path("controlnet", when=when).name == "controlnet-20240506-070809.jsonl"
+    with pytest.raises(LabError, match="captions, controlnet"):
+        lab.captions.export_path("csv")
+
+    _caption_by_machine(lab, _names(lab, phase="both"))
+    tab.save(lab, POST, "Corrected by hand.", 1, "ana")
+    note, button = tab.export(lab, "captions", DATA, [])
+    path = exports / button.value["orig_name"]  # the button serves a copy of this file
+    assert button.visible and path.is_file()
+    assert re.fullmatch(r"captions-\d{8}-\d{6}\.jsonl", path.name) and f"`{path.name}`" in note
+    assert note.startswith("12 captions written")
+    lines = {line["image"]: line for line in map(json.loads, path.read_text(encoding="utf-8").splitlines())}
+    assert lines[POST]["caption_short"] == "Corrected by hand."
+
+    note, button = tab.export(lab, "controlnet", DATA, _names(lab, disaster="demo-volcano"))
+    path = exports / button.value["orig_name"]
+    assert path.is_file() and path.name.startswith("controlnet-")
+    assert note.startswith("1 training pairs written") and "0 scenes skipped" in note
+    (pair,) = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+    assert Path(pair["image"]).name == POST and Path(pair["conditioning_image"]).name == PRE
+    assert pair["text"] == "Corrected by hand."
+
+
+def test_importing_a_course_file_reports_what_it_did(lab, tmp_path):
+    course = tmp_path / "captions.jsonl"
+    course.write_text(json.dumps({"disaster": "demo-volcano", "image": POST, "caption": "Lava everywhere.",
+                                  "caption_short": "Lava."}) + "\nnot json\n", encoding="utf-8")
+    note, button = tab.import_course(lab, str(course))
+    assert "1 added" in note and "- line 2: not valid JSON" in note
+    assert isinstance(button, dict)  # gr.skip(): the download button is left as it is
+    assert tab.show(lab, DATA, POST)[1:4] == ["Lava.", "Lava everywhere.", "Lava."]
+    assert tab.import_course(lab, None)[0] == gr.skip()
+    with pytest.raises(gr.Error, match="Cannot read"):
+        tab.import_course(lab, str(tmp_path / "missing.jsonl"))
+
+
+def test_show_without_a_tile_or_caption_says_so(lab):
+    assert tab.show(lab, DATA, None)[4] == "No tile matches the filters."
+    picture, text, *_, saved, history, version = tab.show(lab, DATA, PRE)
+    assert picture is not None and (text, history, version) == ("", [], 0)
+    assert saved.startswith("No caption yet")
+    assert tab.count(lab, None, "some words") == ""

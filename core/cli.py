@@ -168,7 +168,9 @@ def cmd_generate(args) -> dict:
     lab = _lab(args, runs_dir=args.runs, models_dir=args.models)
     index = lab.datasets.open(args.data)
     if args.batch:
-        lines = [json.loads(line) for line in args.batch.read_text(encoding="utf-8").splitlines() if line.strip()]
+        from core.generation.service import read_batch
+
+        lines = read_batch(args.batch)
     else:
         if not (args.backbone and args.scene):
             raise LabError("generate needs --backbone and --scene, or --batch FILE.jsonl.")

@@ -14,6 +14,30 @@ from core.errors import DataError, LabError
 from core.types import GenerationRequest
 
 
+def read_batch(path) -> list[dict]:
+    """The requests of a JSONL batch file, one JSON object a line (blank lines skipped);
+    LabError naming the first line that is not one."""
+    from pathlib import Path
+
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        raise LabError(f"Cannot read the batch file {path}: {err}.") from err
+    lines = []
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            fields = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise LabError(f"{path}, line {number} is not JSON ({err.msg}): each line must be one request, "
+                           'e.g. {"backbone": "sd21", "scene": "hurricane-matthew_00000066"}.') from None
+        if not isinstance(fields, dict):
+            raise LabError(f"{path}, line {number} is not a JSON object: each line must be one request.")
+        lines.append(fields)
+    return lines
+
+
 def request_key(request: GenerationRequest) -> str:
     """A stable id of a request (16 hex digits), so a batch can skip what it already made."""
     text = json.dumps(dataclasses.asdict(request), sort_keys=True, default=str)
@@ -147,22 +171,41 @@ class GenerationService:
 
     def generate_batch(self, lines: list[dict], index, *, attention: bool = False, on_start=None,
                        on_step=None) -> dict:
-        """Generate every request of `lines` (plain fields, see `request_from`) that has no
-        run yet, resuming a stopped batch. `on_start(i, n, request)` is called before each.
-        Returns {"written": count, "skipped": count, "runs": run ids}."""
-        written, skipped = [], 0
-        for i, line in enumerate(lines, 1):
-            request = self.request_from(line, index)
+        """Generate every image of the requests in `lines` (plain fields, see
+        `request_from`) that has no run yet, so a stopped batch resumes where it stopped:
+        each image is saved as soon as it is made, and a rerun makes only the missing
+        seeds of each request (image i keeps seed `seed + i`, as in one uninterrupted run;
+        images are made one pipeline call each for that). `on_start(i, n, request)` is
+        called before each image made.
+
+        Returns {"requests", "images", "written", "skipped", "resumed", "runs"}: images
+        asked for, made now, already there; requests that were partly done before."""
+        from core.generation.seeds import seeds_for
+
+        requests = [self.request_from(line, index) for line in lines]  # every line checked before any work
+        made: dict[str, set] = {}
+        for run in self.runs.list():  # once, not once per request
+            params = run.record.get("params", {})
+            if params.get("request_key"):
+                made.setdefault(params["request_key"], set()).add(params.get("seed"))
+        plan = []
+        for request in requests:
             key = request_key(request)
-            if self.runs_with_request(key):
-                skipped += 1
-                continue
+            plan.append((request, key, seeds_for(request), made.get(key, set())))
+        todo = [(request, key, seed) for request, key, seeds, done in plan for seed in seeds if seed not in done]
+        written = []
+        for i, (request, key, seed) in enumerate(todo, 1):
             if on_start is not None:
-                on_start(i, len(lines), request)
-            runs = self.generate(request, index, on_step=on_step, extra_params={"request_key": key},
+                on_start(i, len(todo), request)
+            single = replace(request, seed=seed, num_images=1)
+            runs = self.generate(single, index, on_step=on_step, extra_params={"request_key": key},
                                  attention=attention)
             written.extend(r.run_id for r in runs)
-        return {"written": len(written), "skipped": skipped, "runs": written}
+        images = sum(len(seeds) for _, _, seeds, _ in plan)
+        return {"requests": len(plan), "images": images, "written": len(written),
+                "skipped": images - len(todo),
+                "resumed": sum(1 for _, _, seeds, done in plan if 0 < len(done & set(seeds)) < len(seeds)),
+                "runs": written}
 
     # -- comparing ------------------------------------------------------------------------
     def compare_cells(self, base: GenerationRequest, backbone_ids: list[str], sweep: str = "none",
@@ -174,4 +217,4 @@ class GenerationService:
         return plan_cells(base, [self.backbones.get(b).spec for b in backbone_ids], sweep, values)
 
 
-__all__ = ["GenerationService", "request_key"]
+__all__ = ["GenerationService", "read_batch", "request_key"]

@@ -69,6 +69,41 @@ def test_batch_is_resumable(cli, tmp_path):
     assert (second["written"], second["skipped"]) == (0, 2)
 
 
+def test_a_batch_killed_inside_a_request_makes_only_its_missing_images_with_the_same_seeds(cli, tmp_path):
+    from core.runs.store import RunStore
+
+    batch = tmp_path / "batch.jsonl"
+    batch.write_text(json.dumps({"backbone": "tiny-sd21", "scene": SCENE, "size": 64, "steps": 2, "seed": 20,
+                                 "num_images": 3}) + "\n")
+    runs = tmp_path / "runs"
+    code, first, err = cli("generate", "--data", str(DEMO_SCENES), "--runs", str(runs), "--batch", str(batch))
+    assert code == 0, err
+    assert (first["images"], first["written"], first["skipped"]) == (3, 3, 0)
+    store = RunStore(runs)
+    by_seed = {r.params["seed"]: r for r in store.list()}
+    assert set(by_seed) == {20, 21, 22}
+    originals = {seed: np.asarray(Image.open(r.image_path)) for seed, r in by_seed.items()}
+    for seed in (21, 22):  # what a kill after the first image leaves behind
+        store.delete(by_seed[seed].run_id)
+    code, second, err = cli("generate", "--data", str(DEMO_SCENES), "--runs", str(runs), "--batch", str(batch))
+    assert code == 0, err
+    assert (second["written"], second["skipped"], second["resumed"]) == (2, 1, 1)
+    again = {r.params["seed"]: np.asarray(Image.open(r.image_path)) for r in store.list()}
+    assert sorted(again) == [20, 21, 22]
+    for seed in (21, 22):
+        np.testing.assert_array_equal(again[seed], originals[seed])
+
+
+def test_a_batch_line_that_is_not_json_is_named_before_any_work(cli, tmp_path):
+    batch = tmp_path / "b.jsonl"
+    good = json.dumps({"backbone": "tiny-sd21", "scene": SCENE, "size": 64, "steps": 2})
+    batch.write_text(good + "\n\n{backbone: tiny-sd21}\n")
+    runs = tmp_path / "runs"
+    code, _, err = cli("generate", "--data", str(DEMO_SCENES), "--runs", str(runs), "--batch", str(batch))
+    assert code == 2 and "line 3 is not JSON" in err and "Traceback" not in err
+    assert not runs.exists() or not any(runs.iterdir())
+
+
 def test_unknown_backbone_and_bad_fields_are_clear_errors(cli, tmp_path):
     code, _, err = cli("generate", "--data", str(DEMO_SCENES), "--backbone", "sd99", "--scene", SCENE)
     assert code == 2 and "sd99" in err and "tiny-sd21" in err
@@ -104,8 +139,12 @@ def test_attention_maps_are_saved_in_the_run(cli, tmp_path):
     assert code == 0, err
     words = json.loads((runs / out["runs"][0] / "attention" / "words.json").read_text())["words"]
     assert [w["word"] for w in words] == ["burnt", "roofs", "near", "the", "road"]
-    code, _, err = cli("generate", "--data", str(DEMO_SCENES), *TINY, "--num-images", "2", "--attention")
-    assert code == 2 and "one image" in err
+    # The CLI makes (and saves) one image per pipeline call, so every image gets its maps.
+    code, out, err = cli("generate", "--data", str(DEMO_SCENES), "--runs", str(runs), *TINY,
+                         "--num-images", "2", "--attention")
+    assert code == 0, err
+    assert len(out["runs"]) == 2
+    assert all((runs / run_id / "attention" / "words.json").is_file() for run_id in out["runs"])
 
 
 def test_instruct_pix2pix_maps_come_from_the_prompt_conditioned_third(tmp_path, monkeypatch, capsys):

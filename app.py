@@ -34,6 +34,7 @@ def main(argv: list[str] | None = None) -> None:
     from ui.app import build_ui, launch
 
     lab = Lab(settings)
+    lab.runs.clean_leftovers()  # what a killed run left behind
     launch(build_ui(lab), lab)
 
 

@@ -108,7 +108,9 @@ def main(argv: list[str] | None = None) -> int:
 def _lab(args, **overrides):
     from core.lab import Lab
 
-    return Lab(Settings.load(work_dir=args.work, **overrides))
+    lab = Lab(Settings.load(work_dir=args.work, **overrides))
+    lab.runs.clean_leftovers()  # what a killed run left behind
+    return lab
 
 
 def cmd_index(args) -> dict:

@@ -22,6 +22,7 @@ import secrets
 import shutil
 import tempfile
 import threading
+import time
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Mapping
@@ -239,6 +240,29 @@ class RunStore:
         trash = self.root / f"{TMP_PREFIX}deleted-{run_id}.{secrets.token_hex(3)}"
         os.replace(path, trash)
         shutil.rmtree(trash, ignore_errors=True)
+
+    def clean_leftovers(self, older_than_s: float = 600.0) -> int:
+        """Remove what a killed process left behind: hidden temporary run folders and
+        half-written files (`.tmp-*`) in the runs folder and in run folders, older than
+        `older_than_s` seconds (younger ones may belong to a process writing right now).
+        Returns how many were removed; errors removing one are skipped."""
+        if not self.root.is_dir():
+            return 0
+        cutoff = time.time() - older_than_s
+        candidates = list(self.root.glob(TMP_PREFIX + "*")) + list(self.root.glob(f"*/{TMP_PREFIX}*"))
+        removed = 0
+        for path in candidates:
+            try:
+                if path.lstat().st_mtime > cutoff:
+                    continue
+                if path.is_dir() and not path.is_symlink():
+                    shutil.rmtree(path)
+                else:
+                    path.unlink()
+                removed += 1
+            except OSError:
+                continue
+        return removed
 
     # ------------------------------------------------------------------ reading
     def open(self, run_id: str) -> Run:

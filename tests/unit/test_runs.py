@@ -4,6 +4,7 @@ import json
 import math
 import os
 import re
+import time
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -218,3 +219,20 @@ def test_crash_mid_write_leaves_no_half_run(store, monkeypatch):
     assert keep.scores_path.read_text() == before
     assert sorted(p.name for p in keep.path.iterdir()) == ["image.png", "run.json",
                                                             "scores.json"]
+
+
+def test_leftovers_of_a_killed_write_are_cleaned_and_fresh_ones_kept(store, tmp_path):
+    run = store.create(np.zeros((8, 8, 3), np.uint8), kind="upload", backbone="upload", scene_id=None, params={})
+    old_dir = store.root / ".tmp-20260101T000000Z_generation_x.abc"
+    old_dir.mkdir()
+    (old_dir / "image.png").write_bytes(b"half")
+    old_file = run.path / ".tmp-scores.json.123"
+    old_file.write_text("{")
+    fresh = store.root / ".tmp-now.def"
+    fresh.mkdir()
+    hour_ago = time.time() - 3600
+    for path in (old_dir, old_file):
+        os.utime(path, (hour_ago, hour_ago))
+    assert store.clean_leftovers() == 2
+    assert not old_dir.exists() and not old_file.exists() and fresh.exists()
+    assert [r.run_id for r in store.list()] == [run.run_id]

@@ -112,7 +112,7 @@ class Problem:
 
 @dataclass(frozen=True)
 class MetricSettings:
-    """How scores are computed; stored with every score (see the metrics page)."""
+    """How scores are computed; stored with every score (see docs/metrics.md)."""
 
     luma: bool = False  # PSNR and SSIM on Y = 0.299R + 0.587G + 0.114B instead of RGB
     size: int | None = None  # evaluation size in px (square); None = the prediction's size

@@ -1,6 +1,6 @@
 """DiffusionSat's metadata-conditioned UNet and ControlNet on current diffusers classes.
 
-See /work/shared/specs/diffusionsat.md. Both models are the stock diffusers models plus
+See docs/diffusionsat.md. Both models are the stock diffusers models plus
 `metadata_embedding`: one `TimestepEmbedding` MLP per metadata value (7 for DiffusionSat).
 Each value is projected by the model's own sinusoidal `time_proj`, always in float32 (in
 float16, values near 1000 round to steps of 0.5), then cast to the MLP's dtype; the MLP

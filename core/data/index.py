@@ -2,7 +2,7 @@
 
 `index_dataset(root)` walks at most three folder levels below `root` with `os.scandir`,
 keeps the files whose names parse (core.data.names) and pairs them into scenes. No file
-is opened at index time. Layouts recognised (see /work/shared/specs/xbd.md):
+is opened at index time. Layouts recognised (see docs/xbd.md):
 
 - official release: `<root>/<split>/{images,labels,targets}` (train, test, tier3, hold, or
   any folder holding images/ that is not named like a disaster) -> `Scene.split` = folder

@@ -1,4 +1,4 @@
-"""DiffusionSat's 7-value metadata vector (see /work/shared/specs/diffusionsat.md).
+"""DiffusionSat's 7-value metadata vector (see docs/diffusionsat.md).
 
 Order: [lon, lat, gsd, cloud_cover, year, month, day], each normalised to a 0..1000 scale:
 (lon + 180) / 360, (lat + 90) / 180, gsd (m/px, already scaled to the generated

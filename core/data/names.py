@@ -1,6 +1,6 @@
 """xBD file names: what a name says about its file, without opening it.
 
-Recognised names (see /work/shared/specs/xbd.md):
+Recognised names (see docs/xbd.md):
 
 - ``{disaster}_{8 digits}_{pre|post}_disaster.png`` / ``.json`` — image / label
 - ``{disaster}_{8 digits}_{pre|post}_disaster_part{1-4}.png`` / ``.json`` — 512 px course tile

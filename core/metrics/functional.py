@@ -1,6 +1,6 @@
 """Image-quality metrics as pure functions on numpy arrays.
 
-Every function follows the metrics page (``shared/specs/metrics.md``):
+Every function follows the definitions in ``docs/metrics.md``:
 
 * inputs are RGB (``H x W x 3``) or single-channel (``H x W``) arrays, converted by
   :func:`to_float` to float64 in [0, 1] before anything is subtracted (so uint8 inputs can
@@ -33,7 +33,7 @@ HIGHER_IS_BETTER: dict[str, bool] = {"mse": False, "psnr": True, "ssim": True, "
 # ITU-R BT.601 luma weights, as used by the course (and by PIL's "L" conversion).
 LUMA_WEIGHTS: tuple[float, float, float] = (0.299, 0.587, 0.114)
 
-# The SSIM settings of Wang et al. (2004), exactly as the metrics page writes them.
+# The SSIM settings of Wang et al. (2004), exactly as docs/metrics.md gives them.
 SSIM_KWARGS: dict = {
     "data_range": 1.0,
     "gaussian_weights": True,

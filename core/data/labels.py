@@ -121,21 +121,29 @@ def polygon_rings(text: str) -> tuple[Ring, ...]:
 
 
 def ring_centroid(ring: Ring) -> tuple[float, float]:
-    """Area centroid of one ring (shoelace); the mean of its points when it has no area."""
+    """Area centroid of one ring (shoelace); the mean of its points when it has no area.
+
+    Coordinates are shifted to the ring's first point before the area formula: with
+    lon/lat near (-80, 25) the products of raw coordinates are ~2000 while a building's
+    area is ~1e-8 deg², so the raw formula loses the centroid to cancellation (tens of
+    metres off, outside the building)."""
     n = len(ring)
     if n == 0:
         raise ValueError("empty ring")
+    ox, oy = ring[0]
+    pts = [(x - ox, y - oy) for x, y in ring]
     a = cx = cy = 0.0
     for i in range(n):
-        x0, y0 = ring[i]
-        x1, y1 = ring[(i + 1) % n]
+        x0, y0 = pts[i]
+        x1, y1 = pts[(i + 1) % n]
         cross = x0 * y1 - x1 * y0
         a += cross
         cx += (x0 + x1) * cross
         cy += (y0 + y1) * cross
-    if abs(a) < 1e-18:
+    extent = max(max(abs(x), abs(y)) for x, y in pts)
+    if abs(a) <= 1e-12 * extent * extent:
         return (sum(p[0] for p in ring) / n, sum(p[1] for p in ring) / n)
-    return (cx / (3.0 * a), cy / (3.0 * a))
+    return (ox + cx / (3.0 * a), oy + cy / (3.0 * a))
 
 
 # -- metadata ----------------------------------------------------------------------------
@@ -319,7 +327,7 @@ def clear_label_cache() -> None:
 
 # -- summaries ---------------------------------------------------------------------------
 
-SUMMARY_VERSION = 1
+SUMMARY_VERSION = 2  # 2: centroids without cancellation error
 
 
 def summary_of(label: Label) -> dict:

@@ -158,3 +158,30 @@ def test_bad_metadata_values_become_none_instead_of_failing(tmp_path):
     path = write_json(tmp_path / "a_00000001_post_disaster.json", data)
     md = L.load_label(path).metadata
     assert md.gsd is None and md.capture_date is None and md.width is None
+
+
+def test_lon_lat_centroids_have_no_cancellation_error():
+    from fractions import Fraction
+
+    from core.data.labels import ring_centroid
+
+    # A 12 m x 8 m rotated building in Florida, as xBD stores it (degrees, closed ring).
+    ring = [(-80.12345671, 25.76543211), (-80.12334012, 25.76545102), (-80.12332755, 25.76537988),
+            (-80.12344414, 25.76536097), (-80.12345671, 25.76543211)]
+    exact = [(Fraction(x), Fraction(y)) for x, y in ring]
+    a = cx = cy = Fraction(0)
+    for (x0, y0), (x1, y1) in zip(exact, exact[1:] + exact[:1]):
+        cross = x0 * y1 - x1 * y0
+        a, cx, cy = a + cross, cx + (x0 + x1) * cross, cy + (y0 + y1) * cross
+    want = (float(cx / (3 * a)), float(cy / (3 * a)))
+    got = ring_centroid(ring)
+    assert abs(got[0] - want[0]) < 1e-11 and abs(got[1] - want[1]) < 1e-11  # ~1 µm
+    xs, ys = [p[0] for p in ring], [p[1] for p in ring]
+    assert min(xs) < got[0] < max(xs) and min(ys) < got[1] < max(ys)
+
+
+def test_a_ring_without_area_falls_back_to_the_mean_of_its_points():
+    from core.data.labels import ring_centroid
+
+    assert ring_centroid([(1.0, 2.0), (1.0, 2.0)]) == (1.0, 2.0)
+    assert ring_centroid([(0.0, 0.0), (2.0, 2.0), (4.0, 4.0)]) == (2.0, 2.0)

@@ -176,6 +176,14 @@ class Backend(ABC):
 
         return readiness(self.spec, source)
 
+    def with_models_dir(self, models_dir) -> "Backend":
+        """This backend with what it borrows from other backbones (e.g. SD 2.1's text
+        encoder and VAE for a DiffusionSat folder holding only a UNet) pointed at the local
+        folders under `models_dir` that exist (`models_dir/sd21/`, ...), so it works offline
+        with local folders only. A configured copy; the registered backend is not changed.
+        Default: self (nothing borrowed)."""
+        return self
+
     def load_kwargs(self, request) -> dict:
         """Options of `request` that change what `load` must do, passed to `load` (a model
         manager keys its cache by them). Default: {}."""

@@ -21,6 +21,7 @@ class Backbones:
         self.models_dir = models_dir
         self.test_backbones = test_backbones
         self._tokenizers: dict[str, dict] = {}
+        self._configured: dict[str, object] = {}
         self._lock = threading.Lock()
 
     def specs(self) -> list:
@@ -33,11 +34,15 @@ class Backbones:
         return backends.available(include_test_only=self.test_backbones)
 
     def get(self, backbone_id: str):
-        """The registered backend `backbone_id`; LabError naming the known ids otherwise."""
+        """The backend `backbone_id` as configured for this process's models folder (see
+        Backend.with_models_dir); LabError naming the known ids otherwise."""
         from core import backends
 
         self.specs()
-        return backends.get(backbone_id)
+        with self._lock:
+            if backbone_id not in self._configured:
+                self._configured[backbone_id] = backends.get(backbone_id).with_models_dir(self.models_dir)
+            return self._configured[backbone_id]
 
     def source(self, backbone_id: str):
         """Where `backbone_id` loads from: a folder under models_dir, else its hub id."""

@@ -33,6 +33,7 @@ training recipe. Prompts past 75 CLIP tokens are encoded by 75-token windows.
 
 from __future__ import annotations
 
+import copy
 import json
 import re
 from pathlib import Path
@@ -152,6 +153,14 @@ class ControlNetBackend(ClipWindowPrompts, DiffusersBackend):
     def __init__(self, spec: BackendSpec | None = None, *, default_base: str = DEFAULT_BASE) -> None:
         super().__init__(spec)
         self.default_base = default_base
+
+    def with_models_dir(self, models_dir) -> "ControlNetBackend":
+        """A copy whose default base is `models_dir/sd21/` when that folder exists."""
+        if models_dir is None or not (Path(models_dir).expanduser() / "sd21").is_dir():
+            return self
+        clone = copy.copy(self)
+        clone.default_base = str(Path(models_dir).expanduser() / "sd21")
+        return clone
 
     @classmethod
     def default_spec(cls) -> BackendSpec:

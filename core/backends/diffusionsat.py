@@ -19,7 +19,9 @@ neither beside nor inside a DiffusionSat base) are attributes the application ma
 
 from __future__ import annotations
 
+import copy
 import math
+from pathlib import Path
 from typing import Any
 
 from core.backends.common import (CONTROL_SCALE, GUIDANCE, NEGATIVE_PROMPT, SD21_HUB_ID, STEPS, STRENGTH,
@@ -102,6 +104,20 @@ class DiffusionSatBackend(ClipWindowPrompts, DiffusersBackend):
             tokenizers=("clip",),
             notes=NOTES,
         )
+
+    def with_models_dir(self, models_dir) -> "DiffusionSatBackend":
+        """A copy borrowing SD 2.1's components from `models_dir/sd21/` (for folders holding
+        only a UNet) and, for the ControlNet, its DiffusionSat base from
+        `models_dir/diffusionsat/`, where those folders exist."""
+        if models_dir is None:
+            return self
+        local = Path(models_dir).expanduser()
+        clone = copy.copy(self)
+        if (local / "sd21").is_dir():
+            clone.components_base = str(local / "sd21")
+        if self.controlnet and (local / "diffusionsat").is_dir():
+            clone.diffusionsat_base = str(local / "diffusionsat")
+        return clone
 
     # -- validation ---------------------------------------------------------------------
     def validate(self, request, *, init_image=None, control_image=None) -> None:

@@ -25,6 +25,8 @@ Folder layouts `load_pipeline` accepts (`.bin` or safetensors weights; see resol
    the SD 2.1 base;
 4. a UNet folder itself (`config.json` + weights): components from its parent (or the
    grandparent when the parent is `checkpoint-<step>/`), else the SD 2.1 base;
+   any of 1-4 may also sit in the one subfolder of the folder given (a zip that kept its
+   top folder);
 5. a Hugging Face id (not an existing path): a pipeline repository laid out as in 1.
 ControlNet (`controlnet=True`): a folder holding `controlnet/` (or
 `checkpoint-<step>/controlnet/`, or the ControlNet folder itself) beside a DiffusionSat base
@@ -125,6 +127,13 @@ def _find_unet(folder: Path) -> tuple[Path, str] | None:
     return None
 
 
+def _only_subfolder(folder: Path) -> Path:
+    """The one visible subfolder of `folder` (an unzipped archive that kept its top folder,
+    e.g. finetune_sd21_…/checkpoint-150000/unet/), else `folder` itself."""
+    subs = [p for p in folder.iterdir() if p.is_dir() and not p.name.startswith((".", "__MACOSX"))]
+    return subs[0] if len(subs) == 1 else folder
+
+
 def _components_near(unet_dir: Path) -> Path | None:
     parent = unet_dir.parent
     if _has_components(parent):
@@ -158,7 +167,7 @@ def resolve_source(source, *, controlnet: bool = False, components_base: str | N
         return Layout(kind="Hugging Face repository", unet=text, unet_subfolder="unet", components=text)
     if not folder.is_dir():
         raise ModelNotAvailable(f"{folder} is a file, not a folder. {LAYOUTS_HELP}")
-    found = _find_unet(folder)
+    found = _find_unet(folder) or _find_unet(_only_subfolder(folder))
     if found is None:
         raise ModelNotAvailable(f"No DiffusionSat UNet found in {folder}. {LAYOUTS_HELP}")
     unet_dir, kind = found

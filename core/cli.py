@@ -44,7 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scene", help="scene id, e.g. hurricane-matthew_00000066")
     p.add_argument("--prompt", help="default: a template from the scene's disaster type")
     p.add_argument("--negative", default="", help="negative prompt")
-    p.add_argument("--mode", choices=["img2img", "txt2img"], default="img2img")
+    p.add_argument("--mode", choices=["img2img", "txt2img"], help="default: the backbone's")
     for name, kind in (("steps", int), ("guidance", float), ("strength", float), ("size", int),
                        ("seed", int), ("num-images", int)):
         p.add_argument(f"--{name}", type=kind, help="default: the backbone's")

@@ -34,6 +34,8 @@ SCHEDULERS: dict[str, str] = {
     "flow_euler": "FlowMatchEulerDiscreteScheduler",
 }
 UNET_SCHEDULERS = ("ddim", "euler", "euler_a", "dpm++")
+TRAIN_TIMESTEPS = 1000
+"""Timesteps every supported scheduler was trained with: no run can take more steps."""
 
 
 def scheduler_control(choices: tuple[str, ...] = UNET_SCHEDULERS) -> Control:
@@ -183,8 +185,13 @@ def validate_common(spec: BackendSpec, request, *, init_image=None, control_imag
         raise RequestError(f"Steps must be at least 1 (got {steps}).")
     if max_steps is not None and steps > max_steps:
         raise RequestError(f"{name} was distilled for 1–{max_steps} steps (got {steps}); use {max_steps} or fewer.")
-    if request.guidance < 0:
-        raise RequestError(f"Guidance must be 0 or more (got {request.guidance:g}).")
+    if steps > TRAIN_TIMESTEPS:
+        raise RequestError(f"Steps must be at most {TRAIN_TIMESTEPS}, the timesteps {name}'s scheduler was trained "
+                           f"with (got {steps}); 20–50 is usual.")
+    guidance = float(request.guidance)
+    if not (math.isfinite(guidance) and guidance >= 0):
+        raise RequestError(f"Guidance must be a number, 0 or more (got {request.guidance!r}).")
+    _refuse_unused_fields(spec, request)
     if int(request.num_images) < 1:
         raise RequestError(f"num_images must be at least 1 (got {request.num_images}).")
     if request.mode == "img2img":
@@ -206,6 +213,21 @@ def validate_common(spec: BackendSpec, request, *, init_image=None, control_imag
     if unknown:
         allowed = ", ".join(options) if options else "none"
         raise RequestError(f"{name} does not understand option(s) {', '.join(unknown)}; it accepts: {allowed}.")
+
+
+def _refuse_unused_fields(spec: BackendSpec, request) -> None:
+    """RequestError for a field set on a backbone that cannot use it (DiffusionSat metadata
+    on another backbone, a ControlNet scale or an image guidance it does not declare)."""
+    from core.types import GenerationRequest
+
+    if request.metadata is not None and not spec.needs_metadata:
+        raise RequestError(f"{spec.label} is not conditioned on metadata: leave metadata empty, or use a "
+                           "DiffusionSat backbone.")
+    defaults = GenerationRequest(backbone=spec.id, prompt="")
+    for name in ("control_scale", "image_guidance"):
+        if name not in spec.control_names and getattr(request, name) != getattr(defaults, name):
+            raise RequestError(f"{spec.label} has no {name.replace('_', ' ')}: leave it at "
+                               f"{getattr(defaults, name):g}.")
 
 
 def _no_step_message(name: str, steps: int, strength: float, max_steps: int | None) -> str:

@@ -13,7 +13,8 @@ SWEEPS = ("none", "strength", "guidance", "steps", "seed")
 """Parameters a grid can sweep ("none": one column)."""
 
 # Fields a backbone other than the base request's takes from its own defaults.
-_OWN_DEFAULTS = ("steps", "guidance", "strength", "mode")
+_OWN_DEFAULTS = ("steps", "guidance", "strength", "mode", "scheduler", "control_scale", "image_guidance",
+                 "options")
 
 
 @dataclass(frozen=True)
@@ -54,14 +55,18 @@ def _parses(cast, text: str) -> bool:
 def plan_cells(base: GenerationRequest, backbones: list, sweep: str = "none", text: str = "") -> list[Cell]:
     """The cells of a grid: for each backbone spec in `backbones` (rows) and each swept
     value (columns), `base` with that backbone, one image, and the value. A backbone other
-    than the base request's uses its own default steps, guidance, strength and mode."""
+    than the base request's uses its own defaults for what only it knows (steps, guidance,
+    strength, mode, scheduler, its options) and takes DiffusionSat metadata from the scene
+    (metadata None) at the grid's size."""
     values = sweep_values(sweep, text)
     cells = []
     for spec in backbones:
         for value in values:
             fields: dict = {"backbone": spec.id, "num_images": 1}
             if spec.id != base.backbone:
-                fields.update({k: v for k, v in spec.defaults.items() if k in _OWN_DEFAULTS})
+                own = GenerationRequest(backbone=spec.id, prompt="")
+                fields.update({k: spec.defaults.get(k, getattr(own, k)) for k in _OWN_DEFAULTS})
+                fields["metadata"] = None
             label = spec.label
             if value is not None:
                 fields[sweep] = value

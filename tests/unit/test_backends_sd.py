@@ -202,3 +202,25 @@ def test_a_broken_folder_is_a_load_error(tmp_path):
     (tmp_path / "model_index.json").write_text("{}")  # complete by its own account, yet unloadable
     with pytest.raises(ModelLoadError, match="Could not load"):
         get("tiny-sd21").load(tmp_path, device="cpu")
+
+
+# -- requests refused before any work -------------------------------------------------------
+@pytest.mark.parametrize("fields, message", [
+    (dict(guidance=float("nan")), "Guidance must be a number"),
+    (dict(steps=1001), "at most 1000"),
+    (dict(metadata=(1.0,) * 7), "not conditioned on metadata"),
+    (dict(control_scale=0.5), "no control scale"),
+    (dict(image_guidance=2.0), "no image guidance"),
+])
+def test_what_a_backbone_cannot_use_is_refused_before_loading(fields, message, tile):
+    from core.backends import get
+
+    request = request_for("sd21", **fields)
+    with pytest.raises(RequestError, match=message):
+        get("sd21").validate(request, init_image=tile)
+
+
+def test_the_cli_leaves_the_mode_to_the_backbone():
+    from core.cli import build_parser
+
+    assert build_parser().parse_args(["generate", "--data", "x"]).mode is None

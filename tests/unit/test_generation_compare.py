@@ -38,3 +38,11 @@ def test_no_sweep_is_one_column():
 def test_bad_sweeps_say_what_is_wrong(sweep, text, message):
     with pytest.raises(LabError, match=message):
         sweep_values(sweep, text)
+
+
+def test_a_diffusionsat_base_does_not_hand_its_metadata_to_other_rows():
+    base = GenerationRequest(backbone="diffusionsat", prompt="p", scene_id="x_00000001", metadata=(1.0,) * 7,
+                             options={}, size=256)
+    cells = plan_cells(base, [get("diffusionsat").spec, get("sd21").spec])
+    assert cells[0].request.metadata == (1.0,) * 7
+    assert cells[1].request.metadata is None and cells[1].request.size == 256

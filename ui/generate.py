@@ -143,7 +143,9 @@ def build_generate(lab, demo: gr.Blocks, folder: gr.State):
     gr.on([demo.load, folder.change], user_errors(lambda path: scene_choices(lab, path)), folder, scene,
           **INTERNAL)
     scene.change(user_errors(lambda path, scene_id: scene_view(lab, path, scene_id)), [folder, scene],
-                 [pre, post, prompt, *meta], **INTERNAL)
+                 [pre, post, prompt], **INTERNAL)
+    gr.on([scene.change, size.change], user_errors(lambda *v: metadata_view(lab, *v)), [folder, scene, size], meta,
+          **INTERNAL)
     gr.on([demo.load, backbone.change], lambda backbone_id: backbone_view(lab, backbone_id, controls), backbone,
           [ready, download, mode, size, meta_box, *widgets], **INTERNAL)
     download.click(user_errors(lambda backbone_id, progress=gr.Progress(): download_backbone(lab, backbone_id,
@@ -165,16 +167,25 @@ def scene_choices(lab, path):
 
 
 def scene_view(lab, path, scene_id) -> list:
-    """[pre tile, post tile, default prompt, *the seven metadata values decoded] of a scene
-    (tiles None when absent; metadata values 0 when its labels give none)."""
-    from core.data.metadata import NO_METADATA, decode_metadata, scene_metadata
-
+    """[pre tile, post tile, default prompt] of a scene (tiles None when absent)."""
     index = lab.datasets.open(path)
     s = index.get(scene_id)
     images = [index.load_image(s, p) if s.image(p) else None for p in ("pre", "post")]
-    vector = scene_metadata(index, s, resolution=512)
+    return [*images, lab.generation.default_prompt(index, scene_id)]
+
+
+def metadata_view(lab, path, scene_id, size) -> list:
+    """The seven DiffusionSat values of the scene's post-event image generated at `size`
+    px, decoded (gsd in m/px of the generated image, so it follows the size); zeros when
+    its labels give none."""
+    from core.data.metadata import NO_METADATA, decode_metadata, scene_metadata
+
+    if not scene_id:
+        return [gr.skip()] * len(META_FIELDS)
+    index = lab.datasets.open(path)
+    vector = scene_metadata(index, index.get(scene_id), resolution=int(size or 512))
     decoded = decode_metadata(vector) if tuple(vector) != NO_METADATA else {k: 0 for k in META_FIELDS}
-    return [*images, lab.generation.default_prompt(index, scene_id), *[decoded[k] for k in META_FIELDS]]
+    return [decoded[k] for k in META_FIELDS]
 
 
 def backbone_view(lab, backbone_id, controls) -> list:
@@ -230,7 +241,8 @@ def request_from_form(lab, controls, values) -> GenerationRequest:
             fields[control.name] = value
     metadata = None
     if spec.needs_metadata:
-        metadata = NO_METADATA if no_meta else encode_metadata(*[float(v or 0) for v in meta])
+        raw = [float(v or 0) for v in meta]
+        metadata = NO_METADATA if no_meta or not any(raw) else encode_metadata(*raw)
     fields.update(backbone=backbone_id, prompt=prompt or "", mode=mode, scene_id=scene_id, size=int(size),
                   seed=int(seed or 0), num_images=int(num_images), metadata=metadata, options=options)
     return GenerationRequest(**_typed(fields))

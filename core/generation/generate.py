@@ -6,6 +6,7 @@ pipeline (from the model manager) and stores the result (in the run store).
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from datetime import datetime, timezone
 
@@ -94,12 +95,14 @@ def build_record(request: GenerationRequest, *, backend, pipe, seeds: list[int],
         "prompt_handling": handling.as_record(),
         "token_counts": tokens,
         "options": jsonable_or_text(dict(request.options or {})),
+        "metadata": list(request.metadata) if request.metadata is not None else None,
         "scene_id": request.scene_id,
         "device": str(getattr(p, "device", "")) or None,
         "dtype": str(getattr(p, "dtype", "")).replace("torch.", "") or None,
         "seconds": round(float(seconds), 3),
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
+    record["request"] = jsonable_or_text(dataclasses.asdict(request))  # what was asked, to ask it again
     load_options = getattr(pipe, "load_options", None)
     if load_options:
         record["load_options"] = jsonable_or_text(load_options)

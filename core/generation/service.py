@@ -104,6 +104,43 @@ class GenerationService:
             request = replace(request, options={**request.options, "cond_metadata": list(cond)})
         return request
 
+    def metadata_info(self, request: GenerationRequest, index) -> dict:
+        """What a DiffusionSat request was conditioned on, for its run record:
+        {"metadata_info": {"normalised", "decoded", "source"}} and, for the ControlNet,
+        "cond_metadata_info" likewise for the condition (pre-event) tile. `source` is
+        "labels" (the scene's labels at the request size), "zeros" (no metadata) or
+        "edited"."""
+        from core.data.metadata import NO_METADATA, decode_metadata, scene_metadata
+
+        scene = index.get(request.scene_id) if request.scene_id else None
+
+        def info(vector, phase):
+            vector = tuple(float(v) for v in vector)
+            labels = scene_metadata(index, scene, resolution=request.size, phase=phase) if scene else None
+            if vector == NO_METADATA:
+                source = "zeros"
+            elif labels is not None and all(abs(a - b) <= 1e-6 * max(1.0, abs(b)) for a, b in zip(vector, labels)):
+                source = "labels"
+            else:
+                source = "edited"
+            decoded = decode_metadata(vector) if vector != NO_METADATA else None
+            return {"normalised": list(vector), "decoded": decoded, "source": source}
+
+        out = {"metadata_info": info(request.metadata, "post")}
+        if "cond_metadata" in (request.options or {}):
+            out["cond_metadata_info"] = info(request.options["cond_metadata"], "pre")
+        return out
+
+    def request_of_run(self, run) -> GenerationRequest:
+        """The request that makes a generation run's image again: what was asked, with the
+        run's own seed and one image."""
+        asked = dict(run.record.get("params", {}).get("request") or {})
+        if not asked:
+            raise LabError(f"Run {run.run_id} has no request record (it was not made by a generation).")
+        if asked.get("metadata") is not None:
+            asked["metadata"] = tuple(asked["metadata"])
+        return GenerationRequest(**{**asked, "seed": run.record["params"]["seed"], "num_images": 1})
+
     def can_record_attention(self, request: GenerationRequest) -> bool:
         """Whether word maps can be recorded for `request` (a backbone with cross- or joint
         attention, one image)."""
@@ -156,8 +193,9 @@ class GenerationService:
             maps = word_maps_for(rec, request.prompt, pipe, backend.spec) if attention else None
             steps = [word_maps_for(step, request.prompt, pipe, backend.spec, t5_dropped=rec.t5_dropped)
                      for step in rec.step_maps() if step is not None] if attention and attention_steps else None
+        conditioning = self.metadata_info(request, index) if backend.spec.needs_metadata else {}
         runs = [self.runs.create(image, kind="generation", backbone=request.backbone, scene_id=request.scene_id,
-                                 params={**result.record, "seed": seed, "attention": bool(maps),
+                                 params={**result.record, "seed": seed, "attention": bool(maps), **conditioning,
                                          **(extra_params or {})},
                                  data_root=str(index.root))
                 for image, seed in zip(result.images, result.seeds)]

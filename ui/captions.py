@@ -112,7 +112,7 @@ def build_captions(lab, demo: gr.Blocks, folder: gr.State) -> None:
     caption_btn.click(partial(caption_these, lab), [folder, images, captioner, summarise_for],
                       [cancel_state, batch_note], api_name="caption_these", **GPU).then(
         partial(show, lab), [folder, image], shown, **INTERNAL)
-    stop_btn.click(stop, cancel_state, None, queue=False, **INTERNAL)
+    stop_btn.click(stop_captioning, cancel_state, None, queue=False, api_name="stop_captioning", **INTERNAL)
     gr.on([demo.load, folder.change], partial(fill_filters, lab), folder, disaster_f, **INTERNAL)
     gr.on([demo.load, folder.change, status_f.input, disaster_f.input, damage_f.input, phase_f.input],
           partial(apply_filters, lab), filters, [images, image], api_name="caption_filter")
@@ -277,7 +277,7 @@ def caption_these(lab, path, names, captioner_id, backbone_id, progress=gr.Progr
     yield gr.skip(), report.summary()
 
 
-def stop(token) -> None:
+def stop_captioning(token) -> None:
     """Ask the machine captioning holding `token` to stop after the tile in progress."""
     if token is not None:
         token.cancel()

@@ -68,8 +68,8 @@ def test_caption_these_refuses_an_empty_list_and_hands_out_a_stop_token(lab):
     steps = tab.caption_these(lab, DATA, [POST], "template", "", progress=lambda *a, **k: None)
     token, note = next(steps)
     assert note == "Captioning…"
-    tab.stop(token)
-    tab.stop(None)  # nothing running: no error
+    tab.stop_captioning(token)
+    tab.stop_captioning(None)  # nothing running: no error
     assert "cancelled" in list(steps)[-1][1]
     assert tab.show(lab, DATA, POST)[1] == ""  # stopped before the first tile
 

@@ -87,3 +87,13 @@ def test_readiness_rows_cover_every_backbone(lab):
     rows = {row[0]: row for row in tab.readiness_rows(lab)}
     assert rows["Tiny random SD 2.1 (tests)"][1] == "yes"
     assert rows["SDXL base 1.0"][1] == "no" and "stable-diffusion-xl-base-1.0" in rows["SDXL base 1.0"][5]
+
+
+def test_the_stop_endpoint_is_the_generate_tabs(lab):
+    """An undocumented handler elsewhere named `stop` once took the name, and /stop then
+    stopped nothing."""
+    from ui.app import build_ui
+
+    names = {fn.api_name: fn.fn for fn in build_ui(lab).fns.values()}
+    assert names["stop"].__name__ == "_stop" and names["stop"].__module__ == "ui.generate"
+    assert "stop_captioning" in names

@@ -8,7 +8,7 @@ import gradio as gr
 
 from core.errors import LabelError, LabError
 from core.types import DAMAGE_CLASSES
-from ui.common import INTERNAL, user_errors
+from ui.common import INTERNAL, bind, user_errors
 
 ALL = "All"
 PAGE_SIZE = 48
@@ -89,56 +89,73 @@ def build_browse(lab, demo: gr.Blocks) -> BrowseHandles:
     filters = [opened, split, disaster, dtype, damage, query]
     scene_outputs = [title, pre, post, slider, counts, meta, legend, to_evaluate, to_generate]
 
-    @user_errors
-    def open_folder(path):
-        index = lab.datasets.open(path, refresh=True)
-        dropdown = lambda values, label: gr.Dropdown([ALL] + values, value=ALL, label=label)  # noqa: E731
-        return (str(index.root), _status(index), dropdown(index.splits(), "Split"),
-                dropdown(index.disasters(), "Disaster"), dropdown(index.disaster_types(), "Disaster type"))
-
-    @user_errors
-    def apply_filters(path, split_v, disaster_v, dtype_v, damage_v, query_v):
-        index = lab.datasets.open(path)
-        scenes = index.filter(split=_opt(split_v), disaster=_opt(disaster_v),
-                              disaster_type=_opt(dtype_v), damage=_opt(damage_v), query=query_v or None)
-        scene_ids = [s.scene_id for s in scenes]
-        return (scene_ids, 0) + _page(lab, index, scene_ids, 0)
-
-    @user_errors
-    def turn_page(path, scene_ids, page_no, step):
-        index = lab.datasets.open(path)
-        last = max(0, (len(scene_ids) - 1) // PAGE_SIZE)
-        page_no = min(max(0, page_no + step), last)
-        return (page_no,) + _page(lab, index, scene_ids, page_no)
-
-    def pick(path, scene_ids, page_no, evt: gr.SelectData):
-        return scene_ids[page_no * PAGE_SIZE + evt.index]
-
-    @user_errors
-    def show(path, scene_id, show_overlay, view_mode):
-        return _scene_view(lab, lab.datasets.open(path), scene_id, show_overlay, view_mode)
-
-    def switch_view(view_mode):
-        side = view_mode == "Side by side"
-        return gr.Row(visible=side), gr.ImageSlider(visible=not side)
-
-    gr.on([demo.load, open_btn.click, folder.submit], open_folder, folder,
+    gr.on([demo.load, open_btn.click, folder.submit], bind(open_folder, lab), folder,
           [opened, status, split, disaster, dtype], api_name="open_folder").then(
-        apply_filters, filters, [ids, page, gallery, page_info], **INTERNAL)
+        bind(apply_filters, lab), filters, [ids, page, gallery, page_info], **INTERNAL)
     for f in (split, disaster, dtype, damage):
-        f.input(apply_filters, filters, [ids, page, gallery, page_info], **INTERNAL)
-    query.submit(apply_filters, filters, [ids, page, gallery, page_info], api_name="filter_scenes")
-    prev_btn.click(lambda p, i, n: turn_page(p, i, n, -1), [opened, ids, page],
+        f.input(bind(apply_filters, lab), filters, [ids, page, gallery, page_info], **INTERNAL)
+    query.submit(bind(apply_filters, lab), filters, [ids, page, gallery, page_info], api_name="filter_scenes")
+    prev_btn.click(lambda p, i, n: turn_page(lab, p, i, n, -1), [opened, ids, page],
                    [page, gallery, page_info], **INTERNAL)
-    next_btn.click(lambda p, i, n: turn_page(p, i, n, +1), [opened, ids, page],
+    next_btn.click(lambda p, i, n: turn_page(lab, p, i, n, +1), [opened, ids, page],
                    [page, gallery, page_info], **INTERNAL)
     gallery.select(pick, [opened, ids, page], selected, **INTERNAL).then(
-        show, [opened, selected, overlay, view], scene_outputs, **INTERNAL)
-    gr.on([selected.submit, overlay.change], show, [opened, selected, overlay, view], scene_outputs,
+        bind(show, lab), [opened, selected, overlay, view], scene_outputs, **INTERNAL)
+    gr.on([selected.submit, overlay.change], bind(show, lab), [opened, selected, overlay, view], scene_outputs,
           api_name="show_scene")
     view.change(switch_view, view, [pair, slider], **INTERNAL)
     return BrowseHandles(opened=opened, selected=selected, to_evaluate=to_evaluate, to_generate=to_generate)
 
+
+# -- handlers: plain functions of the Lab and widget values ---------------------------------
+@user_errors
+def open_folder(lab, path):
+    """Index the folder at `path` afresh. Returns its resolved path, the status line (scene
+    count and problems) and the split, disaster and disaster-type filters, all at "All"."""
+    index = lab.datasets.open(path, refresh=True)
+    dropdown = lambda values, label: gr.Dropdown([ALL] + values, value=ALL, label=label)  # noqa: E731
+    return (str(index.root), _status(index), dropdown(index.splits(), "Split"),
+            dropdown(index.disasters(), "Disaster"), dropdown(index.disaster_types(), "Disaster type"))
+
+
+@user_errors
+def apply_filters(lab, path, split_v, disaster_v, dtype_v, damage_v, query_v):
+    """The scenes that pass the filters ("All" is no filter): their ids, page 0, and that
+    page's thumbnails with the page caption."""
+    index = lab.datasets.open(path)
+    scenes = index.filter(split=_opt(split_v), disaster=_opt(disaster_v),
+                          disaster_type=_opt(dtype_v), damage=_opt(damage_v), query=query_v or None)
+    scene_ids = [s.scene_id for s in scenes]
+    return (scene_ids, 0) + _page(lab, index, scene_ids, 0)
+
+
+@user_errors
+def turn_page(lab, path, scene_ids, page_no, step):
+    """Move `step` pages from `page_no`, staying within the pages of `scene_ids`: the new
+    page number, its thumbnails and its caption."""
+    index = lab.datasets.open(path)
+    last = max(0, (len(scene_ids) - 1) // PAGE_SIZE)
+    page_no = min(max(0, page_no + step), last)
+    return (page_no,) + _page(lab, index, scene_ids, page_no)
+
+
+def pick(path, scene_ids, page_no, evt: gr.SelectData):
+    """The id of the thumbnail clicked on page `page_no`."""
+    return scene_ids[page_no * PAGE_SIZE + evt.index]
+
+
+@user_errors
+def show(lab, path, scene_id, show_overlay, view_mode):
+    """Everything shown for one scene: title, pre and post tiles (footprints drawn when
+    `show_overlay`), the slider pair, building counts, metadata, legend, and the two
+    "send to" buttons (active when the scene has the tile they need)."""
+    return _scene_view(lab, lab.datasets.open(path), scene_id, show_overlay, view_mode)
+
+
+def switch_view(view_mode):
+    """Show the side-by-side row or the slider."""
+    side = view_mode == "Side by side"
+    return gr.Row(visible=side), gr.ImageSlider(visible=not side)
 
 def _opt(value):
     return None if value in (None, "", ALL) else value

@@ -1,8 +1,10 @@
-"""Helpers every tab shares: turning core errors into messages, formatting numbers."""
+"""Helpers every tab shares: binding handlers to the Lab, turning core errors into
+messages, formatting numbers."""
 
 from __future__ import annotations
 
 import functools
+import inspect
 import math
 
 import gradio as gr
@@ -15,6 +17,20 @@ INTERNAL = {"api_visibility": "undocumented"}
 GPU = {"concurrency_id": "gpu", "concurrency_limit": 1}
 # Arrows telling which way is better, shown in table headers.
 ARROWS = {"mse": "↓", "psnr": "↑", "ssim": "↑", "lpips": "↓"}
+
+
+def bind(handler, lab):
+    """`handler(lab, ...)` as an event function of the remaining arguments. Gradio still sees
+    the handler's name (the default api_name), its `gr.Progress` defaults and its
+    `gr.SelectData` annotations, so handlers stay plain module-level functions."""
+
+    @functools.wraps(handler)
+    def bound(*args, **kwargs):
+        return handler(lab, *args, **kwargs)
+
+    signature = inspect.signature(handler)
+    bound.__signature__ = signature.replace(parameters=list(signature.parameters.values())[1:])
+    return bound
 
 
 def user_errors(fn):

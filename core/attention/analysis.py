@@ -28,11 +28,13 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
+from core.types import Label
 from core.viz import colorize
 
 WINDOW = 77  # positions per CLIP window
@@ -199,6 +201,26 @@ def share_inside(attention: np.ndarray, masks: dict[str, np.ndarray]) -> dict[st
     return out
 
 
+def damage_shares(maps: Iterable[WordMap], label: Label, *,
+                  part: int | None = None) -> dict[str, dict[str, tuple[float, float]]]:
+    """{word: {region: (share of the word's attention inside it, share of pixels it covers)}}
+    for every region of core.types.MASK_REGIONS (building footprints, then each damage
+    class), from a post-event `label` rasterised at each map's own size (`part`: the 512 px
+    course tile, as core.data.masks.class_masks takes it). A region without pixels has
+    pixel share 0; compare the two shares to see whether "destroyed" looks at destroyed
+    buildings."""
+    from core.data.masks import class_masks
+
+    masks_at: dict[tuple[int, int], dict[str, np.ndarray]] = {}
+    out = {}
+    for wm in maps:
+        h, w = np.asarray(wm.map).shape
+        if (h, w) not in masks_at:
+            masks_at[(h, w)] = class_masks(label, (w, h), part=part)
+        out[wm.word] = share_inside(wm.map, masks_at[(h, w)])
+    return out
+
+
 # -- files --------------------------------------------------------------------------------
 def _slug(word: str) -> str:
     s = re.sub(r"[^0-9A-Za-z_-]+", "_", word.strip()).strip("_")
@@ -244,6 +266,11 @@ def load_maps(folder) -> dict[str, WordMap]:
                 for e in entries}
 
 
+def has_maps(folder) -> bool:
+    """Whether `folder` (a run folder or its attention folder) holds word maps `save_maps` wrote."""
+    return (_attention_dir(folder) / "words.json").exists()
+
+
 def save_step_maps(folder, per_step: list[dict[str, WordMap]]) -> Path:
     """Write `folder/attention/steps.npz`: for each word (same keys as maps.npz), its map at
     every recorded step, [steps, H, W] in [0, 1] (each step normalised on its own)."""
@@ -266,5 +293,24 @@ def load_step_maps(folder) -> dict[str, np.ndarray] | None:
         return {e["word"]: np.asarray(data[e["key"]]) for e in entries if e["key"] in data.files}
 
 
-__all__ = ["WordMap", "heat_image", "load_maps", "load_step_maps", "save_step_maps", "normalise", "overlay", "prompt_words", "save_maps",
-           "share_inside", "token_position", "word_maps", "word_tokens"]
+def step_count(folder) -> int:
+    """How many denoising steps `save_step_maps` kept under `folder` (0 when none were kept)."""
+    steps = load_step_maps(folder)
+    return len(next(iter(steps.values()))) if steps else 0
+
+
+def maps_at_step(folder, step: int = 0) -> dict[str, WordMap]:
+    """The word maps under `folder` at denoising step `step` (1 = the first recorded step):
+    each word's map is that step's map (words without step maps are left out; `raw_total`
+    stays the total over all steps). Step 0, or a run that kept no step maps, gives the
+    maps summed over every step, as `load_maps` does."""
+    maps = load_maps(folder)
+    steps = load_step_maps(folder) if step else None
+    if not steps:
+        return maps
+    return {w: replace(m, map=steps[w][int(step) - 1]) for w, m in maps.items() if w in steps}
+
+
+__all__ = ["WordMap", "damage_shares", "has_maps", "heat_image", "load_maps", "load_step_maps", "maps_at_step",
+           "normalise", "overlay", "prompt_words", "save_maps", "save_step_maps", "share_inside", "step_count",
+           "token_position", "word_maps", "word_tokens"]

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +14,18 @@ import numpy as np
 from core.errors import DataError, RunError
 from core.evaluation.leaderboard import LeaderboardRow, leaderboard_rows
 from core.types import MetricSettings, Scene, Scores
+
+
+@dataclass(frozen=True)
+class RunInspection:
+    """A run beside the truth, at the evaluation size: `prediction` and `truth` float64
+    H x W x 3 in [0, 1]; `error` the absolute error per pixel averaged over channels, H x W
+    in [0, 1]; `ssim` the local SSIM map, H x W in [-1, 1] (on luma when the settings say so)."""
+
+    prediction: np.ndarray
+    truth: np.ndarray
+    error: np.ndarray
+    ssim: np.ndarray
 
 
 class EvaluationService:
@@ -94,17 +107,34 @@ class EvaluationService:
             raise RunError(f"Run {run.run_id} is not tied to a scene; pick a scene to score it against.")
         return index.get(scene_id)
 
-    def score_run(self, run, index, metric_settings: MetricSettings) -> Scores:
-        """Score a run against its scene's real post-event tile and save the scores in it."""
+    def truth_of(self, run, index) -> tuple[Scene, np.ndarray]:
+        """The scene a run was made for and its real post-event tile (uint8 RGB); a clear
+        error when the run has no scene or the scene no post-event image."""
         from core.data.images import load_rgb
 
         scene = self.scene_of(run, index)
         if scene.post_image is None:
             raise DataError(f"Scene {scene.scene_id} has no post-event image to score against.")
-        scores = self.score_images(run.image(), load_rgb(scene.post_image), metric_settings=metric_settings,
+        return scene, load_rgb(scene.post_image)
+
+    def score_run(self, run, index, metric_settings: MetricSettings) -> Scores:
+        """Score a run against its scene's real post-event tile and save the scores in it."""
+        scene, truth = self.truth_of(run, index)
+        scores = self.score_images(run.image(), truth, metric_settings=metric_settings,
                                    label_path=scene.post_label, part=scene.part)
         run.save_scores(scores)
         return scores
+
+    def inspect_run(self, run, index, metric_settings: MetricSettings) -> RunInspection:
+        """A run's prediction and its scene's real post-event tile brought to the evaluation
+        size the way scoring does, with the error map and the SSIM map between them."""
+        from core.metrics.functional import error_map, ssim_map
+        from core.metrics.scoring import prepare_pair
+
+        _, truth = self.truth_of(run, index)
+        pred, truth, _ = prepare_pair(run.image(), truth, size=metric_settings.size)
+        return RunInspection(prediction=pred, truth=truth, error=error_map(pred, truth),
+                             ssim=ssim_map(pred, truth, luma=metric_settings.luma))
 
     def leaderboard(self, index, metric_settings: MetricSettings,
                     progress: Callable[[int, int], None] | None = None) -> list[LeaderboardRow]:
@@ -126,4 +156,4 @@ class EvaluationService:
         return leaderboard_rows(entries)
 
 
-__all__ = ["EvaluationService"]
+__all__ = ["EvaluationService", "RunInspection"]

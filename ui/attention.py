@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import gradio as gr
 
-from core.types import GenerationRequest, MASK_REGIONS
+from core.types import MASK_REGIONS
 from ui.common import GPU, INTERNAL, bind, fmt, user_errors
 
 # The course's probes (course.md): what the maps of these words should show.
@@ -118,12 +118,10 @@ def show(lab, path, run_id, chosen, opacity, step_no=0):
 def run_probe(lab, path, scene_id, backbone_id, prompt, progress=gr.Progress()):
     """Generate one image of `scene_id` with `prompt` on `backbone_id` (its default settings),
     recording attention maps; returns the run dropdown with the new run chosen."""
-    spec = lab.backbones.get(backbone_id).spec
     index = lab.datasets.open(path)
-    fields = {k: v for k, v in spec.defaults.items() if k in ("steps", "guidance", "strength", "size", "mode")}
-    request = GenerationRequest(backbone=backbone_id, prompt=prompt, scene_id=scene_id, num_images=1,
-                                **fields)
-    runs = lab.generation.generate(lab.generation.complete_request(request, index), index, attention=True,
+    request = lab.generation.request_from({"backbone": backbone_id, "prompt": prompt, "scene_id": scene_id,
+                                           "num_images": 1}, index)
+    runs = lab.generation.generate(request, index, attention=True,
                                    on_step=lambda step, total, **_: progress((step, total or step), desc="Denoising"))
     return runs_with_maps(lab, path, runs[0].run_id)
 

@@ -1,4 +1,4 @@
-"""Score a generated image against the real post-event tile, the way the metrics page says.
+"""Score a generated image against the real post-event tile, as docs/metrics.md defines.
 
 This layer owns what the pure functions refuse to do silently:
 

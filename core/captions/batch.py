@@ -23,11 +23,13 @@ before the next image; everything finished so far is already stored.
 from __future__ import annotations
 
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
 from core.captions.captioners import CaptionContext, Captioner
 from core.errors import OutOfMemory
+from core.models.manager import is_out_of_memory
 
 Progress = Callable[[int, int, str], Any]
 
@@ -158,10 +160,9 @@ def caption_scenes(index, scenes: Iterable[Any], captioner: Captioner, *, store,
         return report
 
     if todo and not is_cancelled(cancel):
-        session = _Session(captioner, manager) if captioner.needs_model else None
-        if session is not None:
-            session.__enter__()
-        try:
+        # The session sees every exception, so the manager turns a GPU out-of-memory into
+        # OutOfMemory (with what to change) and frees the model.
+        with _Session(captioner, manager) if captioner.needs_model else nullcontext():
             for n, item in enumerate(todo, 1):
                 if is_cancelled(cancel):
                     report.cancelled = True
@@ -170,8 +171,8 @@ def caption_scenes(index, scenes: Iterable[Any], captioner: Captioner, *, store,
                     image = index.load_image(item.scene, item.phase)
                     text = captioner.caption(image, item.context)
                 except Exception as exc:  # one bad image must not end a week-long run
-                    if isinstance(exc, OutOfMemory):
-                        raise
+                    if isinstance(exc, OutOfMemory) or is_out_of_memory(exc):
+                        raise  # not this image's fault: stop, free the model, say what to change
                     report.failed.append((item.image, f"{type(exc).__name__}: {exc}"))
                 else:
                     store.put_machine(item.image, scene_id=item.context.scene_id, phase=item.phase,
@@ -181,9 +182,6 @@ def caption_scenes(index, scenes: Iterable[Any], captioner: Captioner, *, store,
                     report.captioned.append(item.image)
                 if progress is not None:
                     progress(n, len(todo), f"captioned {item.image}")
-        finally:
-            if session is not None:
-                session.__exit__(None, None, None)
     elif todo:
         report.cancelled = True
 

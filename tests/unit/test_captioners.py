@@ -258,3 +258,47 @@ def test_batch_with_summariser_through_manager_fits_clip(index_and_store, clip_t
     event.set()
     report = caption_scenes(index, [index.scenes[1]], TemplateCaptioner(), store=store, cancel=event)
     assert report.cancelled and not report.captioned
+
+
+class _OutOfMemoryCaptioner(TemplateCaptioner):
+    """A model captioner whose GPU runs out of memory at the second image (torch's own
+    error, as CUDA raises it)."""
+
+    needs_model = True
+
+    def __init__(self):
+        super().__init__()
+        self.calls = 0
+
+    def loader(self, device, dtype):
+        import torch
+
+        return torch.nn.Linear(2, 2)
+
+    def bind(self, bundle):
+        self.bundle = bundle
+        return self
+
+    def caption(self, image, context):
+        import torch
+
+        self.calls += 1
+        if self.calls == 2:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return super().caption(image, context)
+
+
+def test_torch_out_of_memory_stops_the_batch_frees_the_model_and_says_what_to_change(index_and_store):
+    from core.captions.batch import caption_scenes
+    from core.errors import OutOfMemory
+    from core.models.manager import ModelManager
+
+    index, store = index_and_store
+    manager = ModelManager(device="cpu", ram_budget_gb=1)
+    cap = _OutOfMemoryCaptioner()
+    with pytest.raises(OutOfMemory) as err:
+        caption_scenes(index, [s.scene_id for s in index.scenes], cap, store=store, manager=manager)
+    assert cap.calls == 2  # stopped at the failing image: not counted as a per-image failure
+    assert manager.resident() is None  # the model was freed
+    assert "memory" in str(err.value)
+    assert len(store.list()) == 1  # the image captioned before it is kept

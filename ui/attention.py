@@ -111,7 +111,7 @@ def show(lab, path, run_id, chosen, opacity, step_no=0):
     maps = maps_at_step(r.path, step_no)
     image = r.image()
     pictures = [(overlay(image, maps[w].map, alpha=float(opacity)), w) for w in chosen or [] if w in maps]
-    return pictures, _stats_rows(lab, path, r, [maps[w] for w in chosen or [] if w in maps])
+    return pictures, _stats_rows(lab, path, r, [maps[w] for w in chosen or [] if w in maps], step_no)
 
 
 @user_errors
@@ -126,16 +126,19 @@ def run_probe(lab, path, scene_id, backbone_id, prompt, progress=gr.Progress()):
     return runs_with_maps(lab, path, runs[0].run_id)
 
 
-def _stats_rows(lab, path, run, maps) -> list[list]:
-    """Per word: share of attention inside each region vs the share of pixels it covers."""
-    from core.attention.analysis import damage_shares
-    from core.data.labels import load_label
+def _stats_rows(lab, path, run, maps, step_no=0) -> list[list]:
+    """Per word: share of attention inside each region vs the share of pixels it covers.
+    The maps summed over all steps show the shares the generation saved with the run
+    (attention/shares.json); a step's maps, or an older run without the file, are
+    computed here against the scene's post-event label."""
+    from core.attention.analysis import load_shares, scene_shares
 
-    scene_id = run.record.get("scene_id")
-    scene = lab.datasets.open(path).get(scene_id) if scene_id else None
-    if scene is None or scene.post_label is None:
+    shares = None if step_no else load_shares(run.path)
+    if shares is None or any(m.word not in shares for m in maps):
+        scene_id = run.record.get("scene_id")
+        shares = scene_shares(maps, lab.datasets.open(path).get(scene_id) if scene_id else None)
+    if shares is None:
         return [[m.word, fmt(m.raw_total, 3)] + ["no labels"] * len(MASK_REGIONS) for m in maps]
-    shares = damage_shares(maps, load_label(scene.post_label), part=scene.part)
     return [[m.word, fmt(m.raw_total, 3)] + [f"{a:.1%} / {p:.1%}" if p > 0 else "no pixels"
                                              for a, p in (shares[m.word][r] for r in MASK_REGIONS)]
             for m in maps]

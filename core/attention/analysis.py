@@ -1,10 +1,17 @@
 """From recorded token maps to word maps, overlays, region shares and files.
 
-Token → word mapping (CLIP BPE)
-- The prompt is tokenized without special tokens. CLIP's BPE marks the LAST piece of
-  every word with `</w>`, so consecutive pieces up to and including one ending in `</w>`
-  form one word; its text is the tokenizer's own decoding of those pieces (lower case,
-  as CLIP lower-cases). Pieces that are only punctuation are not words.
+Token → word mapping (CLIP BPE, and T5's SentencePiece through core.attention.joint)
+- The prompt is tokenized without special tokens, with each token's character span in
+  the prompt (the tokenizer's offset mapping). The words are found in the prompt text
+  itself: runs of letters and digits, kept together across an apostrophe inside them
+  ("town's", "don't") and across a "." or "," between digits ("1,000", "3.5"); spaces
+  and other punctuation separate words, and punctuation alone is no word. Each token
+  belongs to the (first) word its span overlaps, so the pieces a tokenizer splits a word
+  into come back together: CLIP splits every number into single digits ("2018" is four
+  tokens) and cuts "town's" into "town" + "'s", T5 cuts them into pieces too. A word's
+  text is the prompt's, lower-cased ("’" read as "'"), so CLIP and T5 name it alike.
+- A tokenizer without offsets (a pure-Python one) gets its spans by finding each token's
+  text in the lower-cased prompt, in order.
 - Positions in the text-token axis: the text encoder sees the prompt in 77-position
   windows, each laid out as [BOS] + up to 75 prompt tokens + [EOS] + padding (one window
   for a short prompt; k windows concatenated, 77·k positions, for a chunked long prompt,
@@ -21,11 +28,20 @@ Merging and normalising
 - The normalised map is the raw map divided by its maximum (0 stays "no attention",
   1 is the word's peak); a map with no mass is all zeros.
 
+Region shares
+- `damage_shares` gives each word's share of attention inside building footprints and
+  each damage class, next to the share of pixels they cover. The footprints are
+  rasterised at the LABEL's resolution (1024 px for a full xBD tile, 512 for a course
+  part) and every map is upsampled bilinearly to it, so a building smaller than one pixel
+  of a 64 px map still counts. A generation with maps on a scene with a post-event label
+  saves them once (`save_scene_shares`, attention/shares.json); `load_shares` reads them.
+
 Nothing here imports torch at import time.
 """
 
 from __future__ import annotations
 
+import bisect
 import json
 import re
 from collections.abc import Iterable
@@ -39,7 +55,6 @@ from core.viz import colorize
 
 WINDOW = 77  # positions per CLIP window
 BODY = 75  # prompt tokens per window (77 minus BOS and EOS)
-END = "</w>"
 
 
 @dataclass
@@ -55,34 +70,44 @@ class WordMap:
 
 
 # -- tokens → words -----------------------------------------------------------------------
-def _piece_word(tokenizer, pieces: list[str]) -> str:
-    bare = [p[: -len(END)] if p.endswith(END) else p for p in pieces]
-    try:  # maps byte-level symbols back to text
-        text = tokenizer.convert_tokens_to_string(bare)
-    except Exception:
-        text = "".join(bare)
-    return text.replace(END, "").strip().lower()
+# A word of the prompt (see the module doc): letters/digits, joined across inner apostrophes
+# and across "." or "," between digits.
+_WORD = re.compile(r"[^\W_]+(?:(?:['\u2019]|(?<=\d)[.,](?=\d))[^\W_]+)*")
 
 
-def _is_word(text: str) -> bool:
-    return any(ch.isalnum() for ch in text)
+def _token_spans(tokenizer, text: str) -> list[tuple[int, int]]:
+    """(start, end) in `text` of each of its tokens (no special tokens)."""
+    try:
+        enc = tokenizer(text, add_special_tokens=False, truncation=False, return_offsets_mapping=True)
+        return [(int(a), int(b)) for a, b in enc["offset_mapping"]]
+    except (NotImplementedError, TypeError, KeyError):  # a tokenizer without offsets
+        pass
+    ids = list(tokenizer(text, add_special_tokens=False, truncation=False).input_ids)
+    lowered, cursor, spans = text.lower(), 0, []
+    for token_id in ids:
+        part = tokenizer.decode([token_id], clean_up_tokenization_spaces=False).strip().lower()
+        start = lowered.find(part, cursor) if part else -1
+        if start < 0:  # text it cannot find (an unknown piece) belongs to no word
+            spans.append((cursor, cursor))
+        else:
+            cursor = start + len(part)
+            spans.append((start, cursor))
+    return spans
 
 
 def prompt_words(prompt: str, tokenizer) -> list[tuple[str, list[int]]]:
     """(word, indices of its tokens among the prompt's tokens) in prompt order, without
-    BOS/EOS; punctuation-only pieces are skipped."""
-    ids = list(tokenizer(prompt or "", add_special_tokens=False, truncation=False).input_ids)
-    pieces = tokenizer.convert_ids_to_tokens(ids)
-    words: list[tuple[str, list[int]]] = []
-    current: list[int] = []
-    for j, piece in enumerate(pieces):
-        current.append(j)
-        if piece.endswith(END) or j == len(pieces) - 1:
-            text = _piece_word(tokenizer, [pieces[i] for i in current])
-            if _is_word(text):
-                words.append((text, current))
-            current = []
-    return words
+    special tokens; punctuation-only pieces are skipped (see the module doc). Works for
+    CLIP's and T5's tokenizers alike."""
+    text = prompt or ""
+    found = list(_WORD.finditer(text))
+    ends = [m.end() for m in found]
+    owned: list[list[int]] = [[] for _ in found]
+    for j, (start, end) in enumerate(_token_spans(tokenizer, text)):
+        k = bisect.bisect_right(ends, start)  # the first word ending after the token starts
+        if start < end and k < len(found) and found[k].start() < end:
+            owned[k].append(j)
+    return [(m.group().lower().replace("\u2019", "'"), idx) for m, idx in zip(found, owned) if idx]
 
 
 def token_position(j: int) -> int:
@@ -189,36 +214,115 @@ def overlay(image: np.ndarray, map01: np.ndarray, alpha: float = 0.5) -> np.ndar
     return np.clip((1.0 - a) * img + a * heat + 0.5, 0, 255).astype(np.uint8)
 
 
-def share_inside(attention: np.ndarray, masks: dict[str, np.ndarray]) -> dict[str, tuple[float, float]]:
-    """{region: (share of the map's attention inside the mask, share of pixels inside it)}.
-    The map is resized to each mask's size. A map with no mass gives attention share 0."""
+def _prepared(masks: dict[str, np.ndarray]) -> dict[str, tuple[np.ndarray, float]]:
+    """{region: (mask flattened as float64, its share of pixels)}, for `_region_shares`."""
     out = {}
     for region, mask in masks.items():
         mask = np.asarray(mask, dtype=bool)
-        m = np.clip(_resize(attention, mask.shape), 0.0, None)
-        total = float(m.sum())
-        out[region] = (float(m[mask].sum()) / total if total > 0 else 0.0, float(mask.mean()) if mask.size else 0.0)
+        out[region] = (mask.ravel().astype(np.float64), float(mask.mean()) if mask.size else 0.0)
     return out
+
+
+def _region_shares(attention: np.ndarray, shape: tuple[int, int],
+                   regions: dict[str, tuple[np.ndarray, float]]) -> dict[str, tuple[float, float]]:
+    """`share_inside` for masks of one `shape`, already `_prepared`."""
+    m = np.clip(_resize(attention, shape), 0.0, None).ravel().astype(np.float64)
+    total = float(m.sum())
+    return {r: (float(m @ flat) / total if total > 0 else 0.0, pixels) for r, (flat, pixels) in regions.items()}
+
+
+def share_inside(attention: np.ndarray, masks: dict[str, np.ndarray]) -> dict[str, tuple[float, float]]:
+    """{region: (share of the map's attention inside the mask, share of pixels inside it)}.
+    The map is resized (bilinearly) to each mask's size, never the masks to the map's. A
+    map with no mass gives attention share 0."""
+    out = {}
+    for shape in dict.fromkeys(np.shape(m) for m in masks.values()):
+        out.update(_region_shares(attention, shape, _prepared({r: m for r, m in masks.items()
+                                                               if np.shape(m) == shape})))
+    return {r: out[r] for r in masks}
+
+
+def label_size(label: Label, part: int | None = None) -> tuple[int, int]:
+    """(width, height) of `label`'s own raster: its metadata size (1024 px when absent), or
+    the quarter tile of a course `part` (core.data.masks's convention)."""
+    from core.data.masks import DEFAULT_LABEL_SIZE, label_is_part
+
+    w = int(label.metadata.width or DEFAULT_LABEL_SIZE)
+    h = int(label.metadata.height or DEFAULT_LABEL_SIZE)
+    if part is not None and not label_is_part(label):
+        w, h = w // 2, h // 2
+    return w, h
 
 
 def damage_shares(maps: Iterable[WordMap], label: Label, *,
                   part: int | None = None) -> dict[str, dict[str, tuple[float, float]]]:
     """{word: {region: (share of the word's attention inside it, share of pixels it covers)}}
     for every region of core.types.MASK_REGIONS (building footprints, then each damage
-    class), from a post-event `label` rasterised at each map's own size (`part`: the 512 px
-    course tile, as core.data.masks.class_masks takes it). A region without pixels has
-    pixel share 0; compare the two shares to see whether "destroyed" looks at destroyed
-    buildings."""
+    class), from a post-event `label` rasterised ONCE at its own resolution (`label_size`;
+    `part`: the 512 px course tile, as core.data.masks.class_masks takes it), each word's
+    map upsampled to it. (Shrinking the footprints to a 64 px map instead would lose every
+    building smaller than a map pixel.) A region without pixels has pixel share 0; compare
+    the two shares to see whether "destroyed" looks at destroyed buildings."""
     from core.data.masks import class_masks
 
-    masks_at: dict[tuple[int, int], dict[str, np.ndarray]] = {}
-    out = {}
-    for wm in maps:
-        h, w = np.asarray(wm.map).shape
-        if (h, w) not in masks_at:
-            masks_at[(h, w)] = class_masks(label, (w, h), part=part)
-        out[wm.word] = share_inside(wm.map, masks_at[(h, w)])
-    return out
+    w, h = label_size(label, part)
+    regions = _prepared(class_masks(label, (w, h), part=part))  # once, for every word
+    return {wm.word: _region_shares(wm.map, (h, w), regions) for wm in maps}
+
+
+SHARES_FILE = "shares.json"
+
+
+def _post_label(scene) -> Label | None:
+    if scene is None or getattr(scene, "post_label", None) is None:
+        return None
+    from core.data.labels import load_label
+
+    return load_label(scene.post_label)
+
+
+def scene_shares(maps: Iterable[WordMap], scene) -> dict[str, dict[str, tuple[float, float]]] | None:
+    """`damage_shares` of `maps` against `scene`'s post-event label (and course part), or
+    None when the scene (or its post-event label) is missing."""
+    label = _post_label(scene)
+    return None if label is None else damage_shares(maps, label, part=scene.part)
+
+
+def save_scene_shares(folder, maps: dict[str, WordMap], scene) -> dict | None:
+    """Compute `scene_shares` once and write them to `folder/attention/shares.json`
+    ({"label", "part", "size": [w, h] of the masks, "regions", "words": [{"word",
+    "shares": {region: {"attention", "pixels"}}}]}); returns the shares. Without a
+    post-event label, or with one that cannot be read (a DataError, which the Attention
+    tab reports when it computes the shares itself), nothing is written and None returned."""
+    from core.errors import DataError
+    from core.types import MASK_REGIONS
+
+    try:
+        label = _post_label(scene)
+    except DataError:
+        return None
+    if label is None:
+        return None
+    shares = damage_shares(maps.values(), label, part=scene.part)
+    out = _attention_dir(folder)
+    out.mkdir(parents=True, exist_ok=True)
+    doc = {"label": label.path.name, "part": scene.part, "size": list(label_size(label, scene.part)),
+           "regions": list(MASK_REGIONS),
+           "words": [{"word": word, "shares": {r: {"attention": a, "pixels": px} for r, (a, px) in by.items()}}
+                     for word, by in shares.items()]}
+    (out / SHARES_FILE).write_text(json.dumps(doc, indent=2), encoding="utf-8")
+    return shares
+
+
+def load_shares(folder) -> dict[str, dict[str, tuple[float, float]]] | None:
+    """The shares `save_scene_shares` wrote under `folder` (same shape as `damage_shares`),
+    or None when the run has none (older runs, scenes without labels)."""
+    path = _attention_dir(folder) / SHARES_FILE
+    if not path.exists():
+        return None
+    doc = json.loads(path.read_text(encoding="utf-8"))
+    return {e["word"]: {r: (float(v["attention"]), float(v["pixels"])) for r, v in e["shares"].items()}
+            for e in doc["words"]}
 
 
 # -- files --------------------------------------------------------------------------------
@@ -311,6 +415,7 @@ def maps_at_step(folder, step: int = 0) -> dict[str, WordMap]:
     return {w: replace(m, map=steps[w][int(step) - 1]) for w, m in maps.items() if w in steps}
 
 
-__all__ = ["WordMap", "damage_shares", "has_maps", "heat_image", "load_maps", "load_step_maps", "maps_at_step",
-           "normalise", "overlay", "prompt_words", "save_maps", "save_step_maps", "share_inside", "step_count",
-           "token_position", "word_maps", "word_tokens"]
+__all__ = ["SHARES_FILE", "WordMap", "damage_shares", "has_maps", "heat_image", "label_size", "load_maps",
+           "load_shares", "load_step_maps", "maps_at_step", "normalise", "overlay", "prompt_words", "save_maps",
+           "save_scene_shares", "save_step_maps", "scene_shares", "share_inside", "step_count", "token_position",
+           "word_maps", "word_tokens"]

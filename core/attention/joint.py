@@ -42,12 +42,12 @@ SD3's text-token axis (`text_tokens` = 77 + max_sequence_length, 333 with the us
 Words (`sd3_word_maps`)
 - CLIP span of a word: `core.attention.analysis.word_tokens` on the CLIP tokenizer, kept
   below position 77.
-- T5 span of a word: T5's SentencePiece marks the first piece of every space-separated
-  word with '▁'. Pieces are grouped at each '▁', and each group's text is split into
-  runs of letters/digits (so "streets," gives "streets", the comma is no word, like
-  CLIP's punctuation pieces); a run owns the pieces that overlap its characters. A word
-  of the prompt (CLIP's lower-cased text) gets the T5 pieces of every run with the same
-  lower-cased text; a phrase in `words` matches consecutive runs.
+- T5 span of a word: the same token → word merge as CLIP's
+  (`core.attention.analysis.prompt_words`: tokens joined by their character spans in the
+  prompt, so "12", "2018" and "town's" stay one word although T5 cuts them into several
+  pieces, and punctuation pieces such as the comma of "streets," belong to no word). The
+  word texts are the prompt's own, lower-cased, so a word's CLIP and T5 spans meet under
+  one key; a phrase in `words` matches consecutive words.
 - A word's map is the SUM of all its positions' maps, CLIP and T5 together, normalised by
   its maximum like `analysis.word_maps`; `WordMap.tokens` lists the CLIP positions, then
   the T5 positions. Words only T5 reads (past CLIP's 75 tokens) get T5 positions only.
@@ -58,13 +58,11 @@ Nothing here imports torch at import time.
 from __future__ import annotations
 
 import math
-import re
 
-from core.attention.analysis import WINDOW, WordMap, _as_numpy, match_words, normalise, word_tokens
+from core.attention.analysis import WINDOW, WordMap, _as_numpy, match_words, normalise, prompt_words, word_tokens
 from core.attention.record import AttentionRecorder, split_heads
 
 CLIP_TOKENS = WINDOW  # the CLIP part of SD3's text axis (one 77-position window)
-T5_WORD_START = "\u2581"  # SentencePiece's word-start marker '▁'
 
 # Elements of one chunk of image-query rows × all keys (float32): 2**25 ≈ 128 MiB.
 _CHUNK_ELEMENTS = 1 << 25
@@ -210,32 +208,10 @@ def record_joint_attention(transformer_or_pipe, *, cfg: bool | None = None, map_
 
 
 # -- words ----------------------------------------------------------------------------------
-_RUN = re.compile(r"[^\W_]+")
-
-
 def t5_word_pieces(prompt: str, t5_tokenizer) -> list[tuple[str, list[int]]]:
     """(lower-cased word, indices of its pieces among the prompt's T5 pieces, no specials)
-    in prompt order: pieces grouped at each '▁', each group split into letter/digit runs
-    (punctuation is no word)."""
-    ids = list(t5_tokenizer(prompt or "", add_special_tokens=False, truncation=False).input_ids)
-    pieces = t5_tokenizer.convert_ids_to_tokens(ids)
-    groups: list[list[int]] = []
-    for i, piece in enumerate(pieces):
-        if piece.startswith(T5_WORD_START) or not groups:
-            groups.append([i])
-        else:
-            groups[-1].append(i)
-    words: list[tuple[str, list[int]]] = []
-    for group in groups:
-        text, owner = "", []
-        for i in group:
-            piece = pieces[i].replace(T5_WORD_START, "")
-            text += piece
-            owner.extend([i] * len(piece))
-        for run in _RUN.finditer(text):
-            idx = sorted(set(owner[run.start():run.end()]))
-            words.append((run.group().lower(), idx))
-    return words
+    in prompt order: `analysis.prompt_words` on the T5 tokenizer (punctuation is no word)."""
+    return prompt_words(prompt, t5_tokenizer)
 
 
 def t5_word_tokens(prompt: str, t5_tokenizer, n_t5: int | None = None,
@@ -269,7 +245,7 @@ def sd3_word_tokens(prompt: str, clip_tokenizer, t5_tokenizer=None, n_positions:
     if words is not None:
         keys = [w for w in words if w in clip or w in t5]
     else:
-        # CLIP keys are CLIP's decoded (lower-case) words; T5 runs match them by text.
+        # Both name a word by the prompt's own lower-cased text, so the keys meet.
         keys = list(clip) + [w for w in t5 if w not in clip]
     out = {}
     for key in keys:

@@ -1,10 +1,14 @@
 """Attention tab handlers, called directly with a real Lab on the demo scenes (no browser):
-runs with hand-made word maps for the numbers, and one probe on the tiny random SD 2.1."""
+runs with hand-made word maps for the numbers (shares at the label's resolution, read from
+the run's shares.json when it has one), and one probe on the tiny random SD 2.1."""
+
+import json
 
 import numpy as np
 import pytest
 
-from core.attention.analysis import WordMap, save_maps, save_step_maps
+from core.attention.analysis import (SHARES_FILE, WordMap, label_size, load_maps, load_shares, save_maps,
+                                     save_scene_shares, save_step_maps, scene_shares)
 from core.config import DEMO_SCENES, Settings
 from core.data.labels import load_label
 from core.data.masks import class_masks
@@ -31,8 +35,9 @@ def scene(lab):
 
 @pytest.fixture(scope="module")
 def masks(scene):
-    """The scene's region masks at the maps' size."""
-    return class_masks(load_label(scene.post_label), SIZE, part=scene.part)
+    """The scene's region masks at the label's own resolution (where the shares are counted)."""
+    label = load_label(scene.post_label)
+    return class_masks(label, label_size(label, scene.part), part=scene.part)
 
 
 def mapped_run(lab, scene_id, maps, steps=None):
@@ -47,11 +52,13 @@ def mapped_run(lab, scene_id, maps, steps=None):
 
 @pytest.fixture(scope="module")
 def run_id(lab, scene, masks):
-    """"destroyed" looks only at the destroyed buildings, "flood" everywhere alike; two steps kept."""
+    """"destroyed" looks only at the destroyed buildings (a map at the label's resolution),
+    "flood" everywhere alike (a 64 px map); two steps kept."""
     on_ruins = masks["destroyed"].astype(np.float32)
     even = np.ones((SIZE, SIZE), np.float32)
     maps = {"destroyed": WordMap("destroyed", on_ruins, 5.0), "flood": WordMap("flood", even, 2.0)}
-    steps = [{"destroyed": WordMap("destroyed", even, 1.0), "flood": WordMap("flood", even, 1.0)},
+    even_full = np.ones_like(on_ruins)  # a word's step maps share one size
+    steps = [{"destroyed": WordMap("destroyed", even_full, 1.0), "flood": WordMap("flood", even_full, 1.0)},
              {"destroyed": WordMap("destroyed", on_ruins, 4.0), "flood": WordMap("flood", on_ruins, 1.0)}]
     return mapped_run(lab, scene.scene_id, maps, steps)
 
@@ -120,3 +127,31 @@ def test_a_probe_generates_a_run_with_maps_of_its_words(lab, scene):
     assert {"buildings", "destroyed", "flooding"} <= set(words.value)
     _, rows = show(lab, DATA, dropdown.value, ["destroyed"], 0.5)
     assert rows[0][0] == "destroyed" and "/" in rows[0][2]
+    # The generation saved the shares once, at the label's resolution; the tab shows that file.
+    saved = load_shares(new.path)
+    assert saved is not None and list(saved) == words.value
+    assert saved == scene_shares(load_maps(new.path).values(), scene)
+    _, rows = show(lab, DATA, dropdown.value, words.value, 0.5)
+    assert [row[0] for row in rows] == words.value
+    assert all(row[2:] == cells(saved[row[0]]) for row in rows)
+
+
+def cells(by_region):
+    """The table's cells for one word's {region: (attention, pixels)}."""
+    return [f"{a:.1%} / {p:.1%}" if p > 0 else "no pixels" for a, p in (by_region[r] for r in MASK_REGIONS)]
+
+
+def test_the_tab_shows_the_shares_saved_with_the_run(lab, scene, masks):
+    maps = {"flood": WordMap("flood", np.ones((SIZE, SIZE), np.float32), 1.0)}
+    saved_run = mapped_run(lab, scene.scene_id, maps)
+    folder = lab.runs.open(saved_run).path
+    shares = save_scene_shares(folder, maps, scene)
+    _, rows = show(lab, DATA, saved_run, ["flood"], 0.5)
+    assert rows == [["flood", "1.000"] + cells(shares["flood"])]
+    # The table is read from the file: change the file and the table follows.
+    file = folder / "attention" / SHARES_FILE
+    doc = json.loads(file.read_text())
+    doc["words"][0]["shares"]["building"]["attention"] = 0.25
+    file.write_text(json.dumps(doc))
+    _, rows = show(lab, DATA, saved_run, ["flood"], 0.5)
+    assert rows[0][2] == f"25.0% / {masks['building'].mean():.1%}"

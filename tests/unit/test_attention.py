@@ -175,6 +175,52 @@ def test_multi_token_words_are_merged_and_windows_skip_bos_eos():
     assert maps["flood"].map[3, 3] == pytest.approx(0.2) and maps["the"].map.min() == 1.0
 
 
+NUMBERS = "12 houses in the town's 2018 flood"
+NUMBER_WORDS = ["12", "houses", "in", "the", "town's", "2018", "flood"]
+
+
+class WithoutOffsets:
+    """A tokenizer that cannot give character offsets (as pure-Python tokenizers cannot)."""
+
+    def __init__(self, tokenizer):
+        self.tokenizer = tokenizer
+
+    def __call__(self, text, **kwargs):
+        if kwargs.get("return_offsets_mapping"):
+            raise NotImplementedError("no offsets")
+        return self.tokenizer(text, **kwargs)
+
+    def __getattr__(self, name):
+        return getattr(self.tokenizer, name)
+
+
+def test_numbers_and_possessives_stay_one_word():
+    from tests.tiny.sd import tiny_clip_tokenizer
+
+    tok = tiny_clip_tokenizer()
+    # CLIP's pre-tokenizer cuts every digit apart and "town's" into "town" + "'s".
+    assert tok.tokenize("12 town's") == ["1</w>", "2</w>", "t", "o", "w", "n</w>", "'", "s</w>"]
+    for tokenizer in (tok, WithoutOffsets(tok)):
+        words = prompt_words(NUMBERS, tokenizer)
+        assert [w for w, _ in words] == NUMBER_WORDS
+        assert dict(words)["12"] == [0, 1] and dict(words)["town's"] == [11, 12, 13, 14, 15, 16]
+        assert dict(words)["2018"] == [17, 18, 19, 20]
+    positions = word_tokens(NUMBERS, tok)
+    assert list(positions) == NUMBER_WORDS and positions["2018"] == [18, 19, 20, 21]
+    # A curly apostrophe, capitals and punctuation around: the same words.
+    assert [w for w, _ in prompt_words("12 Houses in the Town\u2019s (2018) flood.", tok)] == NUMBER_WORDS
+    assert [w for w, _ in prompt_words("1,000 roofs, 3.5 m of water", tok)] == ["1,000", "roofs", "3.5", "m", "of",
+                                                                             "water"]
+    assert word_tokens(NUMBERS, tok, words=["town's 2018", "2018"]) == {"town's 2018": list(range(12, 22)),
+                                                                       "2018": [18, 19, 20, 21]}
+    raw = np.zeros((77, 2, 2), np.float32)
+    raw[18:22, 1, 1] = 1.0  # the four digits of 2018 look at one pixel
+    maps = word_maps(raw, NUMBERS, tok)
+    assert list(maps) == NUMBER_WORDS
+    assert maps["2018"].raw_total == pytest.approx(4.0) and maps["2018"].map[1, 1] == 1.0
+    assert maps["2018"].tokens == (18, 19, 20, 21)
+
+
 def test_share_inside_and_overlay():
     m = np.zeros((8, 8), np.float32)
     m[:4, :4] = 3.0

@@ -196,3 +196,26 @@ def test_drop_t5_keeps_the_axis_and_maps_words_from_clip_only(loaded_without_t5)
         assert wm.tokens and all(t < CLIP_TOKENS for t in wm.tokens)
         assert wm.raw_total > 0 and wm.map.max() == pytest.approx(1.0)
         assert wm.raw_total == pytest.approx(float(raw[list(wm.tokens)].sum()), rel=1e-4)
+
+
+def test_numbers_and_possessives_stay_one_word_in_clip_and_t5():
+    from tests.tiny.sd import tiny_clip_tokenizer, tiny_t5_tokenizer
+
+    clip, t5 = tiny_clip_tokenizer(), tiny_t5_tokenizer()
+    prompt = "12 houses in the town's 2018 flood"
+    words = ["12", "houses", "in", "the", "town's", "2018", "flood"]
+    # T5 cuts "12", "town's" and "2018" into several pieces too (one character each here).
+    assert t5.tokenize("12 town's") == ["\u25811", "2", "\u2581t", "o", "w", "n", "'", "s"]
+    assert [w for w, _ in t5_word_pieces(prompt, t5)] == words
+    spans = sd3_word_tokens(prompt, clip, t5, CLIP_TOKENS + T5_MAX_SEQUENCE_LENGTH)
+    assert list(spans) == words
+    assert spans["12"] == ([1, 2], [CLIP_TOKENS, CLIP_TOKENS + 1])
+    assert spans["town's"] == ([12, 13, 14, 15, 16, 17], [CLIP_TOKENS + i for i in range(13, 19)])
+    assert spans["2018"] == ([18, 19, 20, 21], [CLIP_TOKENS + i for i in range(19, 23)])
+    # One map per word, summing every CLIP and T5 piece of it.
+    raw = np.zeros((CLIP_TOKENS + T5_MAX_SEQUENCE_LENGTH, 2, 2), np.float32)
+    raw[[18, 19, 20, 21] + [CLIP_TOKENS + i for i in range(19, 23)], 0, 1] = 1.0
+    maps = sd3_word_maps(raw, prompt, clip, t5)
+    assert list(maps) == words and maps["2018"].raw_total == pytest.approx(8.0) and maps["2018"].map[0, 1] == 1.0
+    assert sd3_word_tokens(prompt, clip, t5, None, words=["town's 2018"])["town's 2018"] == (
+        spans["town's"][0] + spans["2018"][0], spans["town's"][1] + spans["2018"][1])

@@ -1,13 +1,20 @@
 """core.attention.analysis, the numbers the Attention tab shows: each word's share of
 attention inside building footprints and each damage class against the share of pixels,
-on hand-made maps and a hand-made label; and the saved maps at one step."""
+on hand-made maps and hand-made labels, computed at the label's resolution (a building
+smaller than a map pixel still counts) and saved with the run; and the saved maps at one
+step."""
 
+import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
-from core.attention.analysis import WordMap, damage_shares, has_maps, maps_at_step, save_maps, save_step_maps, step_count
+from core.attention.analysis import (SHARES_FILE, WordMap, damage_shares, has_maps, label_size, load_shares,
+                                     maps_at_step, save_maps, save_scene_shares, save_step_maps, scene_shares,
+                                     step_count)
+from core.config import DEMO_SCENES
 from core.types import Building, Label, LabelMetadata
 
 
@@ -29,33 +36,82 @@ def word(name, values):
 
 
 def test_each_word_gets_its_attention_share_and_the_pixel_share_of_every_region():
-    top_left = np.zeros((4, 4))
-    top_left[:2, :2] = 1.0  # at 4 x 4 the destroyed building is rows 0-1, columns 0-1
-    shares = damage_shares([word("destroyed", top_left), word("flood", np.ones((4, 4))),
-                            word("nothing", np.zeros((4, 4)))], LABEL)
+    on_ruins = np.zeros((8, 8))
+    on_ruins[:4, :4] = 1.0  # exactly the destroyed building, at the label's 8 x 8
+    shares = damage_shares([word("destroyed", on_ruins), word("flood", np.ones((4, 4))),
+                            word("nothing", np.zeros((8, 8)))], LABEL)
     assert list(shares) == ["destroyed", "flood", "nothing"]
     assert list(shares["flood"]) == ["building", "no-damage", "minor-damage", "major-damage", "destroyed"]
-    # pixels at 4 x 4: destroyed 4, no-damage 2 (row 2, columns 2-3), un-classified 1: building 7 of 16
-    assert shares["destroyed"] == {"building": (1.0, 7 / 16), "no-damage": (0.0, 2 / 16),
+    # pixels at the label's 8 x 8: destroyed 16, no-damage 8, un-classified 4: building 28 of 64
+    assert shares["destroyed"] == {"building": (1.0, 28 / 64), "no-damage": (0.0, 8 / 64),
                                    "minor-damage": (0.0, 0.0), "major-damage": (0.0, 0.0),
-                                   "destroyed": (1.0, 4 / 16)}
-    # attention spread evenly: each region gets exactly its share of pixels
+                                   "destroyed": (1.0, 16 / 64)}
+    # attention spread evenly (a 4 x 4 map, upsampled): each region gets exactly its share of pixels
     assert {r: a for r, (a, _) in shares["flood"].items()} == {r: p for r, (_, p) in shares["flood"].items()}
     assert all(a == 0.0 for a, _ in shares["nothing"].values())  # no mass: attention share 0
 
 
-def test_masks_follow_each_map_size_and_the_course_tile_part():
+# A full 1024 px tile: a 5 x 5 px destroyed building that covers no pixel centre of a 64 px
+# raster (those sit at 16k + 8 px), and a large no-damage one.
+TINY_RUIN = Label(path=Path("tiny_post_disaster.json"), metadata=LabelMetadata(width=1024, height=1024),
+                  buildings=(Building("t", "destroyed", (rect(498, 498, 503, 503),)),
+                             Building("n", "no-damage", (rect(0, 0, 256, 256),))))
+
+
+def test_a_building_smaller_than_a_map_pixel_still_gets_its_share():
+    from core.data.masks import class_masks
+
+    assert not class_masks(TINY_RUIN, 64)["destroyed"].any()  # shrunk to the map, it vanishes
+    assert label_size(TINY_RUIN) == (1024, 1024)
+    even = damage_shares([word("flood", np.ones((64, 64)))], TINY_RUIN)["flood"]
+    assert even["destroyed"] == (pytest.approx(25 / 1024 ** 2), 25 / 1024 ** 2)
+    assert even["no-damage"] == (pytest.approx(1 / 16), 1 / 16)
+    peak = np.zeros((64, 64))
+    peak[31, 31] = 1.0  # the map pixel over the tiny ruin (496-512 px at 1024)
+    on_it = damage_shares([word("destroyed", peak)], TINY_RUIN)["destroyed"]
+    assert on_it["destroyed"][0] > 100 * on_it["destroyed"][1] > 0
+    assert on_it["no-damage"][0] == 0.0
+
+
+def test_masks_follow_the_label_resolution_and_the_course_tile_part():
     big = np.zeros((8, 8))
-    big[4:6, 4:] = 1.0  # the no-damage building at full size: 8 px
+    big[4:6, 4:] = 1.0  # the no-damage building at the label's size: 8 px
     big[0, 0] = 1.0  # one pixel of the destroyed one
     shares = damage_shares([word("big", big)], LABEL)["big"]
     assert shares["no-damage"] == (pytest.approx(8 / 9), 8 / 64)
     assert shares["destroyed"] == (pytest.approx(1 / 9), 16 / 64)
     assert shares["building"][0] == pytest.approx(1.0) and shares["building"][1] == 28 / 64
-    # part 4 is the bottom-right quarter: only the no-damage building, rows 0-1 of a 4 x 4 tile
-    part = damage_shares([word("flood", np.ones((4, 4)))], LABEL, part=4)["flood"]
-    assert part["no-damage"] == (0.5, 0.5) and part["destroyed"] == (0.0, 0.0)
-    assert part["building"] == (0.5, 0.5)
+    # part 4 is the bottom-right quarter (4 x 4): only the no-damage building, rows 0-1
+    assert label_size(LABEL, 4) == (4, 4)
+    for size in (4, 2, 16):  # whatever the map's size, the masks are the part tile's
+        part = damage_shares([word("flood", np.ones((size, size)))], LABEL, part=4)["flood"]
+        assert part["no-damage"] == (pytest.approx(0.5), 0.5) and part["destroyed"] == (0.0, 0.0)
+        assert part["building"] == (pytest.approx(0.5), 0.5)
+    assert label_size(Label(path=Path("x_post_disaster.json"), metadata=LabelMetadata(), buildings=())) == (1024, 1024)
+
+
+DEMO_LABEL = DEMO_SCENES / "train" / "labels" / "demo-wildfire_00000002_post_disaster.json"
+
+
+def test_shares_are_saved_once_and_read_back_unchanged(tmp_path):
+    from core.data.labels import load_label
+
+    maps = {"flood": WordMap("flood", np.random.default_rng(0).random((64, 64)).astype(np.float32), 3.0),
+            "roofs": WordMap("roofs", np.ones((64, 64), np.float32), 1.0)}
+    scene = SimpleNamespace(post_label=DEMO_LABEL, part=None)
+    saved = save_scene_shares(tmp_path, maps, scene)
+    assert saved == damage_shares(maps.values(), load_label(DEMO_LABEL)) == scene_shares(maps.values(), scene)
+    assert load_shares(tmp_path) == load_shares(tmp_path / "attention") == saved
+    doc = json.loads((tmp_path / "attention" / SHARES_FILE).read_text())
+    assert doc["size"] == [1024, 1024] and doc["label"] == DEMO_LABEL.name and doc["part"] is None
+    assert [w["word"] for w in doc["words"]] == ["flood", "roofs"]
+    # No post label, or one that cannot be read: no file (the tab then computes, or says why).
+    for other in (None, SimpleNamespace(post_label=None, part=None)):
+        assert save_scene_shares(tmp_path / "none", maps, other) is None and scene_shares(maps.values(), other) is None
+    broken = tmp_path / "broken_post_disaster.json"
+    broken.write_text("{not json")
+    assert save_scene_shares(tmp_path / "broken", maps, SimpleNamespace(post_label=broken, part=None)) is None
+    assert load_shares(tmp_path / "none") is None and load_shares(tmp_path / "broken") is None
 
 
 def test_maps_at_a_step_replace_the_totals_and_step_zero_keeps_them(tmp_path):

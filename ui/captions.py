@@ -15,6 +15,7 @@ from functools import partial
 import gradio as gr
 
 from core.captions.service import NO_CAPTION
+from core.captions.store import ConflictError
 from core.errors import LabError
 from ui.browse import ALL, DAMAGE_FILTERS
 from ui.common import GPU, INTERNAL, user_errors
@@ -97,17 +98,17 @@ def build_captions(lab, demo: gr.Blocks, folder: gr.State) -> None:
 
     # The saving handlers take the author's name; gradio hands the request only to a
     # function that declares it, so these adapters read it there.
-    def save_caption(name, text, current_version, request: gr.Request):
-        return save(lab, name, text, current_version, author_of(request))
+    def save_caption(path, name, text, current_version, request: gr.Request):
+        return save(lab, path, name, text, current_version, author_of(request))
 
-    def mark_reviewed(name, request: gr.Request):
-        return set_status(lab, name, "reviewed", author_of(request))
+    def mark_reviewed(name, current_version, request: gr.Request):
+        return set_status(lab, name, "reviewed", author_of(request), current_version)
 
-    def mark_edited(name, request: gr.Request):
-        return set_status(lab, name, "edited", author_of(request))
+    def mark_edited(name, current_version, request: gr.Request):
+        return set_status(lab, name, "edited", author_of(request), current_version)
 
-    def restore_version(name, history_id, request: gr.Request):
-        return restore(lab, name, history_id, author_of(request))
+    def restore_version(name, history_id, current_version, request: gr.Request):
+        return restore(lab, name, history_id, author_of(request), current_version)
 
     caption_btn.click(partial(caption_these, lab), [folder, images, captioner, summarise_for],
                       [cancel_state, batch_note], api_name="caption_these", **GPU).then(
@@ -117,13 +118,13 @@ def build_captions(lab, demo: gr.Blocks, folder: gr.State) -> None:
     gr.on([demo.load, folder.change, status_f.input, disaster_f.input, damage_f.input, phase_f.input],
           partial(apply_filters, lab), filters, [images, image], api_name="caption_filter")
     image.change(partial(show, lab), [folder, image], shown, api_name="show_caption")
-    editor.input(save_caption, [image, editor, version], [version, saved], api_name="save_caption",
+    editor.input(save_caption, [folder, image, editor, version], [version, saved], api_name="save_caption",
                  trigger_mode="always_last")
     gr.on([editor.change, backbone.change], partial(count, lab), [backbone, editor], tokens, **INTERNAL,
           trigger_mode="always_last")
-    reviewed_btn.click(mark_reviewed, image, [saved, history, version], api_name="mark_reviewed")
-    edited_btn.click(mark_edited, image, [saved, history, version], **INTERNAL)
-    restore_btn.click(restore_version, [image, restore_id], [editor, saved, history, version],
+    reviewed_btn.click(mark_reviewed, [image, version], [saved, history, version], api_name="mark_reviewed")
+    edited_btn.click(mark_edited, [image, version], [saved, history, version], **INTERNAL)
+    restore_btn.click(restore_version, [image, restore_id, version], [editor, saved, history, version],
                       api_name="restore_caption")
     prev_btn.click(partial(step, offset=-1), [images, image], image, **INTERNAL)
     next_btn.click(partial(step, offset=+1), [images, image], image, api_name="next_tile")
@@ -172,34 +173,45 @@ def show(lab, path, name) -> list:
             saved_line(record), history_rows(lab, name), record.version]
 
 
-def save(lab, name, text, current_version, author) -> tuple[int, str]:
-    """Save `text` as `author`'s caption of `name`, if it is still at `current_version`.
-    Returns (the version now loaded, the line under the editor): the new version and what
-    was saved, or the old version and why nothing was (never an exception, so autosave
-    goes on)."""
+def save(lab, path, name, text, current_version, author) -> tuple[int, str]:
+    """Save `text` as `author`'s caption of tile `name` of the dataset at `path`, if it is
+    still at `current_version`. Returns (the version now loaded, the line under the editor):
+    the new version and what was saved, or the old version and why nothing was (a stale
+    page, a name the dataset does not know, a disk that refused the write; never an
+    exception, so autosave goes on)."""
     if not name:
         return current_version, "Pick a tile first: nothing was saved."
     try:
-        record = lab.captions.store.save_edit(name, text, author=author, expected_version=current_version)
+        record = lab.captions.save_edit(name, text, author=author, expected_version=current_version,
+                                        index=lab.datasets.open(path))
     except LabError as err:
         return current_version, f"**Not saved**: {err}"
     return record.version, saved_line(record)
 
 
 @user_errors
-def set_status(lab, name, status, author) -> tuple[str, list[list], int]:
-    """Give `name`'s caption `status` ("edited" or "reviewed") as `author`; returns
-    (saved line, history rows, version)."""
-    lab.captions.store.set_status(name, status, author=author)
-    record = lab.captions.store.get(name)
+def set_status(lab, name, status, author, current_version) -> tuple[str, list[list], int]:
+    """Give `name`'s caption `status` ("edited" or "reviewed") as `author`, if it is still at
+    `current_version` (the version this page loaded); returns (saved line, history rows,
+    version). When someone saved since, nothing changes and the saved line says so."""
+    try:
+        record = lab.captions.store.set_status(name, status, author=author, expected_version=current_version)
+    except ConflictError as err:
+        return f"**Not marked {status}**: {err}", history_rows(lab, name), current_version
     return saved_line(record), history_rows(lab, name), record.version
 
 
 @user_errors
-def restore(lab, name, history_id, author) -> tuple[str, str, list[list], int]:
-    """Make the text of history entry `history_id` `name`'s caption again, as `author`;
-    returns (text, saved line, history rows, version)."""
-    record = lab.captions.store.restore(name, int(history_id or 0), author=author)
+def restore(lab, name, history_id, author, current_version) -> tuple[str, str, list[list], int]:
+    """Make the text of history entry `history_id` `name`'s caption again, as `author`, if
+    it is still at `current_version`; returns (text, saved line, history rows, version).
+    When someone saved since, nothing changes (the editor is left as it is) and the saved
+    line says so."""
+    try:
+        record = lab.captions.store.restore(name, int(history_id or 0), author=author,
+                                            expected_version=current_version)
+    except ConflictError as err:
+        return gr.skip(), f"**Not restored**: {err}", history_rows(lab, name), current_version
     return record.text, saved_line(record), history_rows(lab, name), record.version
 
 

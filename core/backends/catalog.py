@@ -56,28 +56,52 @@ class Backbones:
         return self.get(backbone_id).readiness(self.source(backbone_id))
 
     def tokenizers(self, backbone_id: str) -> dict | None:
-        """The backbone's tokenizers by encoder name ("clip", "clip2", "t5"), loaded once
-        from its folder or cache; None while its files are not on disk."""
+        """The backbone's tokenizers by encoder name ("clip", "clip2", "t5"): its own, loaded
+        once from its folder or cache, when its files are on disk; for a CLIP encoder whose
+        files are not (yet) there, the standard CLIP tokenizer (`prompts.standard_clip_tokenizer`:
+        the same vocabulary, so the same counts). T5 only from its files. None when there is
+        nothing to count with (a test backbone without its files, or no CLIP vocabulary)."""
         from core.generation.prompts import TOKENIZER_ATTRIBUTES
 
         with self._lock:
             if backbone_id in self._tokenizers:
                 return self._tokenizers[backbone_id]
-        state = self.readiness(backbone_id)
-        if not state.ready:
-            return None
+        from core.errors import LabError
+
+        spec = self.get(backbone_id).spec
+        try:
+            state = self.readiness(backbone_id)
+        except LabError:  # no source at all yet (a local-only backbone without its folder)
+            state = None
+        if state is None or not state.ready:
+            return self._standard_clip(spec, {}) or None  # not cached: the files may arrive
         from transformers import AutoTokenizer
 
         root = Path(state.where)
         found = {name: AutoTokenizer.from_pretrained(root / TOKENIZER_ATTRIBUTES[name])
-                 for name in self.get(backbone_id).spec.tokenizers
+                 for name in spec.tokenizers
                  if (root / TOKENIZER_ATTRIBUTES[name]).is_dir()}
         with self._lock:
-            return self._tokenizers.setdefault(backbone_id, found)
+            return self._tokenizers.setdefault(backbone_id, self._standard_clip(spec, found))
+
+    @staticmethod
+    def _standard_clip(spec, found: dict) -> dict:
+        """`found` with the standard CLIP tokenizer for the spec's CLIP encoders it lacks.
+        Not for test backbones, whose tiny tokenizers have a vocabulary of their own."""
+        if spec.test_only or all(name in found for name in spec.tokenizers if name.startswith("clip")):
+            return found
+        from core.generation.prompts import standard_clip_tokenizer
+
+        standard = standard_clip_tokenizer()
+        if standard is None:
+            return found
+        return {**{name: standard for name in spec.tokenizers if name.startswith("clip")}, **found}
 
     def token_report(self, backbone_id: str, prompt: str, negative: str = "") -> dict | None:
         """Token counts per text encoder of `backbone_id` (see prompts.token_report), using
-        only its tokenizers; None when its files are not on disk yet."""
+        only `tokenizers` (no model is loaded); an encoder with nothing to count with yet
+        (T5 before its files are on disk) is ``{"used": True, "needs_files": True}``. None
+        when there is nothing to count with at all."""
         from types import SimpleNamespace
 
         from core.generation.prompts import TOKENIZER_ATTRIBUTES, token_report
@@ -87,7 +111,11 @@ class Backbones:
         if tokenizers is None:
             return None
         holder = SimpleNamespace(**{TOKENIZER_ATTRIBUTES[n]: t for n, t in tokenizers.items()})
-        return token_report(holder, spec.tokenizers, prompt, negative, chunked="t5" not in spec.tokenizers)
+        report = token_report(holder, spec.tokenizers, prompt, negative, chunked="t5" not in spec.tokenizers)
+        for name in spec.tokenizers:
+            if name not in tokenizers:
+                report[name] = {"used": True, "needs_files": True}
+        return report
 
 
 __all__ = ["Backbones"]

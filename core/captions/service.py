@@ -1,7 +1,8 @@
 """The captions capability: the shared caption store, machine captioning of a dataset's
 tiles (with T5 summaries fitted to a backbone's 77 CLIP tokens), a scene's current
-caption, the tiles of a selection, and caption files in and out (the course's
-captions.jsonl, a ControlNet metadata.jsonl). The app and the CLI both call this service."""
+caption, the tiles of a selection, a person's edits (only of images a dataset or an
+imported file knows), and caption files in and out (the course's captions.jsonl, a
+ControlNet metadata.jsonl). The app and the CLI both call this service."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from core.data.names import parse_name, scene_id_for
-from core.errors import LabError
+from core.errors import DataError, LabError
 
 T5_HUB_ID = "google-t5/t5-large"
 EXPORT_KINDS: tuple[str, ...] = ("captions", "controlnet")
@@ -54,6 +55,42 @@ class CaptionService:
         path = scene.image(phase)
         record = self.store.get(path.name) if path is not None else None
         return record.text if record is not None and record.text else None
+
+    # -- a person's edits ---------------------------------------------------------------------
+    def save_edit(self, image: str, text: str, *, author: str, expected_version: int | None = None,
+                  index=None):
+        """Save `author`'s `text` as the caption of `image` (see `CaptionStore.save_edit`:
+        durable, refused with ConflictError when someone saved after `expected_version`).
+        Only for an image `check_image` accepts; returns the new record."""
+        self.check_image(image, index)
+        return self.store.save_edit(image, text, author=author, expected_version=expected_version)
+
+    def check_image(self, image: str, index=None) -> None:
+        """Refuse (CaptionStoreError) an image name that neither the store (a caption made or
+        imported for it) nor `index` (a DatasetIndex; None = the store alone) knows: a path,
+        a typo, another dataset's tile."""
+        from core.captions.store import CaptionStoreError
+
+        if isinstance(image, str) and image and self.store.get(image) is not None:
+            return
+        if index is not None and self.in_index(index, image):
+            return
+        where = f"the dataset {index.root}" if index is not None and getattr(index, "root", None) else "the dataset"
+        raise CaptionStoreError(f"{image!r} is not a tile of {where} nor of an imported captions file, so its "
+                                "caption was not saved. Pick a tile from the list (or import the captions file "
+                                "that names it) and type the caption there.")
+
+    @staticmethod
+    def in_index(index, image: str) -> bool:
+        """Whether `image` is the file name of a pre or post image of a scene of `index`."""
+        parsed = parse_name(image) if isinstance(image, str) else None
+        if parsed is None or parsed.kind != "image":
+            return False
+        try:
+            scene = index.get(scene_id_for(parsed))
+        except DataError:
+            return False
+        return any(p is not None and p.name == image for p in (scene.pre_image, scene.post_image))
 
     # -- which tiles ------------------------------------------------------------------------
     def image_names(self, scenes, phases: Iterable[str] = ("pre", "post"), *,
@@ -161,8 +198,10 @@ class CaptionService:
     def _clip_tokenizer(self, backbone_id: str):
         tokenizers = self.backbones.tokenizers(backbone_id)
         if not tokenizers or "clip" not in tokenizers:
-            raise LabError(f"To fit summaries to 77 CLIP tokens, {backbone_id}'s tokenizer must be on "
-                           "disk: download that backbone first, or summarise for another one.")
+            raise LabError(f"To fit summaries to 77 CLIP tokens, {backbone_id}'s tokenizer must be on disk "
+                           "(or, for a CLIP backbone, open_clip_torch installed, whose CLIP vocabulary it "
+                           "shares): download that backbone, install the requirements, or summarise for "
+                           "another one.")
         return tokenizers["clip"]
 
     def _summariser(self):

@@ -13,9 +13,13 @@ Durability and sharing:
 - One SQLite connection per thread, so the app's worker threads can share one store object.
   Nothing is cached in memory: every read goes to the file, so two users of one app, or two
   processes with their own store objects, see each other's saved edits.
-- Writes run in ``BEGIN IMMEDIATE`` transactions; ``save_edit(..., expected_version=v)``
-  checks the version inside that transaction and raises `ConflictError` (carrying the
-  current record) instead of overwriting someone else's save.
+- Writes run in ``BEGIN IMMEDIATE`` transactions; ``save_edit``, ``set_status`` and
+  ``restore`` with ``expected_version=v`` check the version inside that transaction and
+  raise `ConflictError` (carrying the current record) instead of overwriting someone
+  else's save.
+- A write the disk refuses (full, read-only, I/O error, locked too long) is rolled back
+  whole and raised as a `CaptionStoreError` saying what happened and what to do; what was
+  committed before is untouched. Reads that fail the same way say so too.
 
 ``version`` counts changes of the text or the status (what a person sees and edits); storing
 new machine fields under a person's text does not change it.
@@ -25,10 +29,14 @@ Rows are read by column name (``sqlite3.Row``), never by position.
 This module is persistence only. Reading and writing files (the course's ``captions.jsonl``,
 a ControlNet ``metadata.jsonl``) is `core.captions.formats`; it stores what a file held
 with `put_imported` and reads it back with `list_with_source`.
+
+Images are keyed by file name; a name with a path separator is refused. Whether an image
+belongs to a dataset is the caller's check (`core.captions.service.CaptionService`).
 """
 
 from __future__ import annotations
 
+import errno
 import sqlite3
 import threading
 from collections.abc import Iterable, Iterator
@@ -36,6 +44,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, fields
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import NamedTuple
 
 from core.data.names import parse_name, scene_id_for
 from core.errors import LabError
@@ -43,7 +52,7 @@ from core.errors import LabError
 STATUSES: tuple[str, ...] = ("auto", "edited", "reviewed")
 PERSON_STATUSES: tuple[str, ...] = ("edited", "reviewed")
 HISTORY_KINDS: tuple[str, ...] = ("machine", "summary", "edit", "restore", "import", "status")
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: captions.caption_key
 BUSY_TIMEOUT_MS = 30_000
 _IN_CHUNK = 500  # image names per `IN (...)` query
 
@@ -98,9 +107,10 @@ class HistoryEntry:
 class ImportedCaption:
     """A machine caption read from a file, for `CaptionStore.put_imported`.
 
-    `summary` is the file's short text (None when it has none). `short_key` (the key the
-    short text came from) and `extra` (the line's other keys, as JSON text) are stored as
-    they are, so that an export can write the line back as it came in."""
+    `summary` is the file's short text (None when it has none). `caption_key` (the key the
+    caption came from; None for ``caption``), `short_key` (the key the short text came
+    from) and `extra` (the line's other keys, as JSON text) are stored as they are, so
+    that an export can write the line back as it came in."""
 
     image: str
     scene_id: str | None
@@ -110,6 +120,18 @@ class ImportedCaption:
     summary: str | None = None
     short_key: str | None = None
     extra: str | None = None
+    caption_key: str | None = None
+
+
+class CaptionSource(NamedTuple):
+    """A record with what `put_imported` kept of the file line it came from (the three
+    keys None for captions that were never imported; `caption_key` None also means
+    ``caption``)."""
+
+    record: CaptionRecord
+    caption_key: str | None
+    short_key: str | None
+    extra: str | None
 
 
 _SCHEMA = """
@@ -123,7 +145,8 @@ CREATE TABLE IF NOT EXISTS captions (
     summary TEXT, summary_model TEXT,
     updated TEXT NOT NULL, updated_by TEXT,
     short_key TEXT,      -- course key the short text came from (caption_short | single_caption)
-    extra TEXT           -- other keys of the course line, JSON, written back on export
+    extra TEXT,          -- other keys of the course line, JSON, written back on export
+    caption_key TEXT     -- course key the caption came from when not "caption" (schema 2)
 );
 CREATE INDEX IF NOT EXISTS captions_status ON captions(status);
 CREATE INDEX IF NOT EXISTS captions_disaster ON captions(disaster);
@@ -141,7 +164,7 @@ CREATE INDEX IF NOT EXISTS history_image ON history(image, id);
 _RECORD_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(CaptionRecord))
 _HISTORY_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(HistoryEntry))
 _RECORD_COLS = ", ".join(_RECORD_FIELDS)
-_SOURCE_COLS = "short_key, extra"
+_SOURCE_COLS = "caption_key, short_key, extra"
 OUTCOMES: tuple[str, ...] = ("added", "updated", "unchanged", "kept")
 """What storing a machine caption did; "kept": machine fields updated under a person's text."""
 
@@ -171,6 +194,58 @@ def _check_status(status: str) -> None:
         raise CaptionStoreError(f"Unknown caption status {status!r}; use one of {', '.join(STATUSES)}.")
 
 
+def _check_image(image: str) -> None:
+    """Refuse what cannot be an image file name (the store's key): empty, or a path."""
+    if not isinstance(image, str) or not image.strip() or image in (".", "..") or any(
+            c in image for c in ("/", "\\", "\0")):
+        raise CaptionStoreError(f"{image!r} is not an image file name; captions are kept per image file "
+                                "name, such as guatemala-volcano_00000004_post_disaster.png.")
+
+
+def _conflict(image: str, current: CaptionRecord | None, expected: int) -> ConflictError:
+    """The refusal of a change made from version `expected` when `current` is stored."""
+    stored = current.version if current is not None else 0
+    who = f" by {current.updated_by}" if current is not None and current.updated_by else ""
+    return ConflictError(f"The caption of {image} was saved{who} after you loaded it (version {stored}, "
+                         f"you had {expected}). Reload it, then apply your change again.", current)
+
+
+_STORE_KEPT = "Nothing of this change was written; everything saved before is intact."
+
+
+def disk_error(err: BaseException, path: Path | str, *, writing: bool = True,
+               kept: str = _STORE_KEPT) -> CaptionStoreError:
+    """A plain message for an SQLite or OS error on `path`: what happened, what was kept
+    (`kept`, said of a write) and what to do. `writing`: the error came from a write."""
+    text = str(err).lower()
+    errno_ = getattr(err, "errno", None)
+    if "full" in text or errno_ in (errno.ENOSPC, errno.EDQUOT):
+        why = "the disk it is on is full"
+        fix = "free some space there (or start with another --work folder), then try again"
+    elif "readonly" in text or "read-only" in text or errno_ in (errno.EROFS, errno.EACCES, errno.EPERM):
+        why = "it is read-only for this program"
+        fix = ("make the file and its folder writable for the user running the app (or start with another "
+               "--work folder), then try again")
+    elif "locked" in text or "busy" in text:
+        why = f"another program kept it locked for more than {BUSY_TIMEOUT_MS // 1000} s"
+        fix = "try again in a moment, and close other programs writing to it"
+    elif "disk i/o" in text or errno_ == errno.EIO:
+        why = "the disk reported an input/output error"
+        fix = ("check that the disk (or network drive) is still there, has space and no errors, "
+               "then try again")
+    elif "unable to open" in text or errno_ in (errno.ENOENT, errno.ENOTDIR, errno.EEXIST, errno.EISDIR):
+        why = "it or its folder cannot be opened or created"
+        fix = ("check that the folder exists, is writable and that no file is in the way of a folder it needs "
+               "(or start with another --work folder)")
+    else:
+        why = "the system refused the operation"
+        fix = "check the disk and the file's permissions, then try again"
+    detail = getattr(err, "strerror", None) or str(err)
+    said = f" {kept}" if writing and kept else ""
+    return CaptionStoreError(f"Cannot {'write' if writing else 'read'} {path}: {why} ({detail}).{said} "
+                             f"What to do: {fix}.")
+
+
 class CaptionStore:
     """Captions of one project in one SQLite file (created, with its folders, if missing).
 
@@ -191,11 +266,20 @@ class CaptionStore:
         try:
             conn = self._conn()
             mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()["journal_mode"]
-            with self._write() as c:
-                for stmt in filter(str.strip, _SCHEMA.split(";")):
-                    c.execute(stmt)
-                if c.execute("PRAGMA user_version").fetchone()["user_version"] == 0:
-                    c.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            if not self._schema_current(conn):  # a current store opens without writing (read-only too)
+                with self._write() as c:
+                    for stmt in filter(str.strip, _SCHEMA.split(";")):
+                        c.execute(stmt)
+                    if "caption_key" not in self._columns(c):
+                        c.execute("ALTER TABLE captions ADD COLUMN caption_key TEXT")
+                    if c.execute("PRAGMA user_version").fetchone()["user_version"] < SCHEMA_VERSION:
+                        c.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        except CaptionStoreError:
+            self.close()
+            raise
+        except sqlite3.OperationalError as err:
+            self.close()
+            raise disk_error(err, self.path) from err
         except sqlite3.DatabaseError as err:
             self.close()
             raise CaptionStoreError(f"{self.path} is not a usable caption store ({err}). "
@@ -228,17 +312,53 @@ class CaptionStore:
                 self._conns.append(conn)
         return conn
 
+    @staticmethod
+    def _columns(conn: sqlite3.Connection) -> set[str]:
+        return {row["name"] for row in conn.execute("PRAGMA table_info(captions)")}
+
+    def _schema_current(self, conn: sqlite3.Connection) -> bool:
+        """Whether the file already has this version's tables and columns."""
+        if conn.execute("PRAGMA user_version").fetchone()["user_version"] < SCHEMA_VERSION:
+            return False
+        tables = {r["name"] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        return {"captions", "history"} <= tables and "caption_key" in self._columns(conn)
+
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
-        """One write transaction, taken with BEGIN IMMEDIATE (so reads inside it are current)."""
+        """One write transaction, taken with BEGIN IMMEDIATE (so reads inside it are current).
+
+        Any error, the COMMIT's included, rolls the whole transaction back; an SQLite
+        error (disk full, read-only, I/O error, locked) is raised as `disk_error`'s
+        CaptionStoreError."""
         conn = self._conn()
-        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+                conn.execute("COMMIT")
+            except BaseException:
+                self._rollback(conn)
+                raise
+        except sqlite3.OperationalError as err:
+            raise disk_error(err, self.path) from err
+
+    @staticmethod
+    def _rollback(conn: sqlite3.Connection) -> None:
+        """Roll back the open transaction, if SQLite has not already (it does on some errors)."""
+        if conn.in_transaction:
+            try:
+                conn.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass
+
+    @contextmanager
+    def _reading(self) -> Iterator[sqlite3.Connection]:
+        """This thread's connection for reads; an SQLite error is raised as `disk_error`'s."""
+        conn = self._conn()
         try:
             yield conn
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        conn.execute("COMMIT")
+        except sqlite3.OperationalError as err:
+            raise disk_error(err, self.path, writing=False) from err
 
     def close(self) -> None:
         """Close every connection this store opened (from any thread)."""
@@ -281,12 +401,14 @@ class CaptionStore:
     # -- reads -----------------------------------------------------------------------------
     def get(self, image: str) -> CaptionRecord | None:
         """The stored caption of `image` (a file name), or None."""
-        return _record(self._fetch(self._conn(), image))
+        with self._reading() as conn:
+            return _record(self._fetch(conn, image))
 
     def history(self, image: str) -> list[HistoryEntry]:
         """Every change of `image`'s caption, oldest first."""
-        rows = self._conn().execute(
-            f"SELECT {', '.join(_HISTORY_FIELDS)} FROM history WHERE image=? ORDER BY id", (image,)).fetchall()
+        with self._reading() as conn:
+            rows = conn.execute(f"SELECT {', '.join(_HISTORY_FIELDS)} FROM history WHERE image=? ORDER BY id",
+                                (image,)).fetchall()
         return [_history_entry(r) for r in rows]
 
     def list(self, *, status: str | None = None, disaster: str | None = None, phase: str | None = None,
@@ -295,13 +417,12 @@ class CaptionStore:
         return [_record(r) for r in self._select(_RECORD_COLS, status=status, disaster=disaster, phase=phase,
                                                  images=images)]
 
-    def list_with_source(self, *, images: Iterable[str] | None = None
-                         ) -> list[tuple[CaptionRecord, str | None, str | None]]:
-        """(record, short_key, extra) of every image (or of `images`), sorted by image name,
-        read in one query: the record with what `put_imported` kept of the file it came
-        from (both None for captions that were never imported)."""
+    def list_with_source(self, *, images: Iterable[str] | None = None) -> list[CaptionSource]:
+        """A `CaptionSource` (record, caption_key, short_key, extra) of every image (or of
+        `images`), sorted by image name, read in one query: the record with what
+        `put_imported` kept of the file line it came from."""
         rows = self._select(f"{_RECORD_COLS}, {_SOURCE_COLS}", images=images)
-        return [(_record(r), r["short_key"], r["extra"]) for r in rows]
+        return [CaptionSource(_record(r), r["caption_key"], r["short_key"], r["extra"]) for r in rows]
 
     def _select(self, cols: str, *, status: str | None = None, disaster: str | None = None,
                 phase: str | None = None, images: Iterable[str] | None = None) -> list[sqlite3.Row]:
@@ -314,30 +435,33 @@ class CaptionStore:
                 where.append(f"{col}=?")
                 args.append(val.lower() if col != "status" else val)
         base = f"SELECT {cols} FROM captions"
-        conn = self._conn()
-        if images is None:
-            sql = base + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY image"
-            return conn.execute(sql, args).fetchall()
-        names = sorted(set(images))
-        out: list[sqlite3.Row] = []
-        for i in range(0, len(names), _IN_CHUNK):
-            chunk = names[i:i + _IN_CHUNK]
-            cond = where + [f"image IN ({','.join('?' * len(chunk))})"]
-            sql = base + " WHERE " + " AND ".join(cond)
-            out.extend(conn.execute(sql, args + chunk))
+        with self._reading() as conn:
+            if images is None:
+                sql = base + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY image"
+                return conn.execute(sql, args).fetchall()
+            names = sorted(set(images))
+            out: list[sqlite3.Row] = []
+            for i in range(0, len(names), _IN_CHUNK):
+                chunk = names[i:i + _IN_CHUNK]
+                cond = where + [f"image IN ({','.join('?' * len(chunk))})"]
+                sql = base + " WHERE " + " AND ".join(cond)
+                out.extend(conn.execute(sql, args + chunk))
         out.sort(key=lambda r: r["image"])
         return out
 
     def counts(self) -> dict[str, int]:
         """Images per status (every status present, zeros included) plus "total"."""
         out = {s: 0 for s in STATUSES}
-        for row in self._conn().execute("SELECT status, COUNT(*) AS n FROM captions GROUP BY status"):
+        with self._reading() as conn:
+            rows = conn.execute("SELECT status, COUNT(*) AS n FROM captions GROUP BY status").fetchall()
+        for row in rows:
             out[row["status"]] = out.get(row["status"], 0) + row["n"]
         out["total"] = sum(out[s] for s in out)
         return out
 
     def __len__(self) -> int:
-        return self._conn().execute("SELECT COUNT(*) AS n FROM captions").fetchone()["n"]
+        with self._reading() as conn:
+            return conn.execute("SELECT COUNT(*) AS n FROM captions").fetchone()["n"]
 
     # -- writes ----------------------------------------------------------------------------
     def put_machine(self, image: str, *, scene_id: str | None, phase: str | None, disaster: str | None,
@@ -365,9 +489,9 @@ class CaptionStore:
 
         As `put_machine`, a person's edited or reviewed text is never overwritten, and an
         entry equal to what is stored changes nothing. Unlike it, a stored prompt is kept
-        (a file has none), the entry's `short_key` and `extra` replace the stored ones, and
-        the history rows are of kind ``import``. `summary_model` applies to entries that
-        have a summary."""
+        (a file has none), the entry's `caption_key`, `short_key` and `extra` replace the
+        stored ones, and the history rows are of kind ``import``. `summary_model` applies
+        to entries that have a summary."""
         outcomes = []
         with self._write() as conn:
             for e in entries:
@@ -375,15 +499,17 @@ class CaptionStore:
                     conn, e.image, scene_id=e.scene_id, phase=e.phase, disaster=e.disaster, caption=e.caption,
                     model=model, prompt=None, summary=e.summary,
                     summary_model=summary_model if e.summary is not None else None, author=author,
-                    kind="import", short_key=e.short_key, extra=e.extra)
+                    kind="import", short_key=e.short_key, extra=e.extra, caption_key=e.caption_key)
                 outcomes.append(what)
         return outcomes
 
     def _put_machine(self, conn, image, *, scene_id, phase, disaster, caption, model, prompt, summary,
-                     summary_model, author, kind, short_key=None, extra=None) -> tuple[sqlite3.Row, str]:
+                     summary_model, author, kind, short_key=None, extra=None,
+                     caption_key=None) -> tuple[sqlite3.Row, str]:
         """Upsert machine fields inside a transaction; returns (row, what) where `what` is
         one of `OUTCOMES`: "added", "updated", "unchanged" or "kept" (machine fields updated
         under a person's text)."""
+        _check_image(image)
         if not isinstance(caption, str):
             raise CaptionStoreError(f"The machine caption of {image!r} must be text, got {type(caption).__name__}.")
         summary = summary if summary else None
@@ -395,9 +521,9 @@ class CaptionStore:
             conn.execute(
                 "INSERT INTO captions(image, scene_id, phase, disaster, text, status, version, machine_caption, "
                 "machine_model, machine_prompt, machine_time, summary, summary_model, updated, updated_by, "
-                "short_key, extra) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                "short_key, extra, caption_key) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (image, scene_id, phase, disaster, text, "auto", 1, caption, model, prompt, now, summary,
-                 summary_model, now, author, short_key, extra))
+                 summary_model, now, author, short_key, extra, caption_key))
             self._log(conn, image, caption, "auto", log_kind, author, now)
             if summary is not None:
                 self._log(conn, image, summary, "auto", kind or "summary", author, now)
@@ -407,11 +533,11 @@ class CaptionStore:
             if prompt is None:
                 prompt = rec.machine_prompt  # a course file has no prompt: keep the one stored
         else:
-            short_key, extra = old["short_key"], old["extra"]
+            short_key, extra, caption_key = old["short_key"], old["extra"], old["caption_key"]
         machine_changed = ((rec.machine_caption, rec.summary, rec.machine_model, rec.machine_prompt,
                             rec.summary_model) != (caption, summary, model, prompt, summary_model))
-        meta_changed = ((rec.scene_id, rec.phase, rec.disaster, old["short_key"], old["extra"])
-                        != (scene_id, phase, disaster, short_key, extra))
+        meta_changed = ((rec.scene_id, rec.phase, rec.disaster, old["short_key"], old["extra"], old["caption_key"])
+                        != (scene_id, phase, disaster, short_key, extra, caption_key))
         if not machine_changed and not meta_changed:
             return old, "unchanged"
         person = rec.status in PERSON_STATUSES
@@ -420,11 +546,11 @@ class CaptionStore:
         conn.execute(
             "UPDATE captions SET scene_id=?, phase=?, disaster=?, text=?, version=?, machine_caption=?, "
             "machine_model=?, machine_prompt=?, machine_time=?, summary=?, summary_model=?, updated=?, "
-            "updated_by=?, short_key=?, extra=? WHERE image=?",
+            "updated_by=?, short_key=?, extra=?, caption_key=? WHERE image=?",
             (scene_id, phase, disaster, new_text, rec.version + int(text_changed), caption, model, prompt,
              now if machine_changed else rec.machine_time, summary, summary_model,
              now if text_changed else rec.updated, author if text_changed else rec.updated_by,
-             short_key, extra, image))
+             short_key, extra, caption_key, image))
         logged = False
         if caption != rec.machine_caption:
             self._log(conn, image, caption, rec.status, log_kind, author, now)
@@ -448,6 +574,7 @@ class CaptionStore:
         An image with no caption yet gets a new record (scene, phase and disaster from its name).
         """
         _check_status(status)
+        _check_image(image)
         if not isinstance(text, str):
             raise CaptionStoreError(f"A caption must be text, got {type(text).__name__}.")
         with self._write() as conn:
@@ -455,10 +582,7 @@ class CaptionStore:
             current = _record(old)
             stored_version = current.version if current is not None else 0
             if expected_version is not None and expected_version != stored_version:
-                who = f" by {current.updated_by}" if current is not None and current.updated_by else ""
-                raise ConflictError(
-                    f"The caption of {image} was saved{who} after you loaded it (version {stored_version}, "
-                    f"you had {expected_version}). Reload it, then apply your change again.", current)
+                raise _conflict(image, current, expected_version)
             now = _now()
             if current is None:
                 scene_id, phase, disaster = _name_fields(image)
@@ -481,13 +605,14 @@ class CaptionStore:
         """Change the status of `image`'s caption (e.g. mark it ``reviewed``), keeping its text.
 
         Setting ``auto`` hands the text back to the machine: the next `put_machine` replaces it.
+        With `expected_version` (the version the client loaded), raises `ConflictError` as
+        `save_edit` does when someone saved in between, leaving their text and status as they are.
         """
         _check_status(status)
         with self._write() as conn:
             current = _record(self._require(conn, image))
             if expected_version is not None and expected_version != current.version:
-                raise ConflictError(f"The caption of {image} was saved by someone else after you loaded it; "
-                                    "reload it first.", current)
+                raise _conflict(image, current, expected_version)
             if status == current.status:
                 return current
             now = _now()
@@ -499,7 +624,9 @@ class CaptionStore:
     def restore(self, image: str, history_id: int, *, author: str,
                 expected_version: int | None = None) -> CaptionRecord:
         """Make the text of history entry `history_id` the current text again, as a new
-        ``edited`` change (kind ``restore``); the entries in between stay in the history."""
+        ``edited`` change (kind ``restore``); the entries in between stay in the history.
+        With `expected_version`, raises `ConflictError` as `save_edit` does when someone
+        saved in between, so an old version never replaces a text the client has not seen."""
         with self._write() as conn:
             current = _record(self._require(conn, image))
             row = conn.execute("SELECT text FROM history WHERE id=? AND image=?", (history_id, image)).fetchone()
@@ -507,8 +634,7 @@ class CaptionStore:
                 raise CaptionStoreError(f"History entry {history_id} does not belong to {image}; "
                                         "pick one from this image's history.")
             if expected_version is not None and expected_version != current.version:
-                raise ConflictError(f"The caption of {image} was saved by someone else after you loaded it; "
-                                    "reload it first.", current)
+                raise _conflict(image, current, expected_version)
             text = row["text"]
             if text == current.text and current.status == "edited":
                 return current

@@ -13,12 +13,18 @@ Diffusers cuts everything after token 75 (with a log line nobody reads). Here:
   A prompt of at most 75 tokens gives exactly the embeddings diffusers computes itself.
 - SD3 is not chunked: its CLIP encoders see 77 tokens and its T5 encoder 256
   (`max_sequence_length=256`); `token_report` says per encoder what was cut.
+- `standard_clip_tokenizer` counts before any backbone is on disk: SD 2.1, SDXL, SD3's CLIP
+  encoders (and the backbones built on them, SD 1.5's InstructPix2Pix too) all tokenise
+  with the original CLIP BPE vocabulary (49,408 tokens), which the installed
+  `open_clip_torch` ships; it is built from that file once per process, offline.
 
-Imports of torch happen inside the functions.
+Imports of torch and transformers happen inside the functions.
 """
 
 from __future__ import annotations
 
+import threading
+from pathlib import Path
 from typing import Any
 
 CLIP_WINDOW = 75  # prompt tokens per 77-position CLIP window
@@ -26,6 +32,63 @@ T5_MAX_SEQUENCE_LENGTH = 256  # SD3's T5 input length, end token included
 
 # Which pipeline attribute holds each tokenizer named in BackendSpec.tokenizers.
 TOKENIZER_ATTRIBUTES: dict[str, str] = {"clip": "tokenizer", "clip2": "tokenizer_2", "t5": "tokenizer_3"}
+
+
+CLIP_VOCAB_SIZE = 49_408  # 256 bytes, 256 bytes + "</w>", 48,894 merges, begin and end
+CLIP_BPE_DISTRIBUTION = "open_clip_torch"
+CLIP_BPE_FILE = "open_clip/bpe_simple_vocab_16e6.txt.gz"  # inside that distribution
+_CLIP_MERGES = CLIP_VOCAB_SIZE - 2 * 256 - 2
+_standard_clip: list = []  # [tokenizer or None] once built
+_standard_clip_lock = threading.Lock()
+
+
+def clip_bpe_path() -> Path | None:
+    """The original CLIP BPE merges file as the installed open_clip_torch ships it (found
+    from the package's metadata, without importing open_clip or torch); None when that
+    package is not installed."""
+    from importlib import metadata
+
+    try:
+        path = Path(metadata.distribution(CLIP_BPE_DISTRIBUTION).locate_file(CLIP_BPE_FILE))
+    except metadata.PackageNotFoundError:
+        return None
+    return path if path.is_file() else None
+
+
+def _bytes_to_unicode() -> list[str]:
+    """CLIP's (and GPT-2's) printable stand-ins for the 256 byte values, in vocabulary order:
+    the printable bytes as themselves, then the others as chr(256), chr(257), ..."""
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    return [chr(b) for b in printable] + [chr(256 + n) for n in range(256 - len(printable))]
+
+
+def clip_tokenizer_from_bpe(path: Path | str):
+    """A transformers CLIPTokenizer (77 positions) built offline from a CLIP BPE merges file
+    (`bpe_simple_vocab_16e6.txt.gz`): the vocabulary and merges of openai/clip-vit-*, and so
+    of the tokenizers of SD 2.1, SDXL and SD3's CLIP encoders."""
+    import gzip
+
+    from transformers import CLIPTokenizer
+
+    with gzip.open(path, "rt", encoding="utf-8") as fh:
+        lines = fh.read().split("\n")
+    merges = [tuple(line.split()) for line in lines[1:1 + _CLIP_MERGES]]
+    alphabet = _bytes_to_unicode()
+    tokens = [*alphabet, *(t + "</w>" for t in alphabet), *("".join(m) for m in merges),
+              "<|startoftext|>", "<|endoftext|>"]
+    return CLIPTokenizer(vocab={t: i for i, t in enumerate(tokens)}, merges=merges, model_max_length=77)
+
+
+def standard_clip_tokenizer():
+    """The original CLIP tokenizer, built once per process from open_clip_torch's BPE file
+    (no model, no network), or None when that package is not installed. It counts as the
+    CLIP tokenizers of SD 2.1, SDXL and SD3 do, so counts and 77-token fitting work before
+    a backbone is downloaded."""
+    with _standard_clip_lock:
+        if not _standard_clip:
+            path = clip_bpe_path()
+            _standard_clip.append(clip_tokenizer_from_bpe(path) if path is not None else None)
+        return _standard_clip[0]
 
 
 def _ids(tokenizer, text: str) -> list[int]:

@@ -74,3 +74,23 @@ def test_next_not_reviewed_skips_reviewed_tiles(client):
     client.predict(names[0], "Checked by hand.", api_name="/save_caption")
     client.predict(names[0], api_name="/mark_reviewed")
     assert client.predict(names[-1], api_name="/next_unreviewed") != names[0]
+
+
+def test_mark_reviewed_and_restore_from_a_stale_page_are_refused_not_lost(client, app_url):
+    from gradio_client import Client
+
+    other = Client(app_url, verbose=False, download_files=False)  # a second user's page
+    image = "demo-tsunami_00000006_post_disaster.png"
+    client.predict(image, api_name="/show_caption")
+    assert client.predict(image, "First words.", api_name="/save_caption").startswith("Saved")
+    _, _, _, _, _, history = other.predict(image, api_name="/show_caption")  # the other page loads that
+    first_id = history["data"][0][0]
+    assert client.predict(image, "The first user's correction.", api_name="/save_caption").startswith("Saved")
+    saved, _ = other.predict(image, api_name="/mark_reviewed")
+    assert saved.startswith("**Not marked reviewed**")
+    _, saved, _ = other.predict(image, first_id, api_name="/restore_caption")
+    assert saved.startswith("**Not restored**")
+    _, text, _, _, saved, _ = other.predict(image, api_name="/show_caption")  # reloading shows it intact
+    assert text == "The first user's correction." and "**edited**" in saved
+    saved, _ = other.predict(image, api_name="/mark_reviewed")  # from the reloaded version it goes through
+    assert "**reviewed**" in saved

@@ -46,7 +46,7 @@ def test_filters_select_tiles_by_phase_disaster_and_caption_status(lab):
     assert _names(lab, disaster="demo-volcano", phase="both") == [PRE, POST]
     assert [c[1] for c in tab.fill_filters(lab, DATA).choices][:2] == [ALL, "demo-earthquake"]
     assert len(_names(lab, status="no caption yet")) == 6 and _names(lab, status="auto") == []
-    tab.save(lab, POST, "By hand.", 0, "ana")
+    tab.save(lab, DATA, POST, "By hand.", 0, "ana")
     assert _names(lab, status="edited") == [POST]
     assert POST not in _names(lab, status="no caption yet")
 
@@ -77,61 +77,61 @@ def test_caption_these_refuses_an_empty_list_and_hands_out_a_stop_token(lab):
 def test_a_save_bumps_the_version_and_says_what_was_saved(lab):
     _caption_by_machine(lab, [POST])
     version = tab.show(lab, DATA, POST)[-1]
-    version, line = tab.save(lab, POST, "Lava covers the east of the town.", version, "ana")
+    version, line = tab.save(lab, DATA, POST, "Lava covers the east of the town.", version, "ana")
     assert version == 2 and "version 2" in line and "**edited**" in line and "by ana" in line
-    version, line = tab.save(lab, POST, "Lava covers the east of the town; 76 houses gone.", version, "ana")
+    version, line = tab.save(lab, DATA, POST, "Lava covers the east of the town; 76 houses gone.", version, "ana")
     assert version == 3 and "version 3" in line
     assert tab.show(lab, DATA, POST)[1] == "Lava covers the east of the town; 76 houses gone."
-    assert tab.save(lab, "", "Lost words.", 3, "ana") == (3, "Pick a tile first: nothing was saved.")
+    assert tab.save(lab, DATA, "", "Lost words.", 3, "ana") == (3, "Pick a tile first: nothing was saved.")
 
 
 def test_a_save_from_a_stale_page_is_refused_with_a_message_not_lost(lab):
     ana_loaded = tab.show(lab, DATA, POST)[-1]
     ben_loaded = tab.show(lab, DATA, POST)[-1]
-    ben_version, _ = tab.save(lab, POST, "Ben's words.", ben_loaded, "ben")
-    version, line = tab.save(lab, POST, "Ana's words.", ana_loaded, "ana")
+    ben_version, _ = tab.save(lab, DATA, POST, "Ben's words.", ben_loaded, "ben")
+    version, line = tab.save(lab, DATA, POST, "Ana's words.", ana_loaded, "ana")
     assert version == ana_loaded  # the editor keeps what it had loaded
     assert line.startswith("**Not saved**") and "by ben" in line and "Reload" in line
     text, *_, saved, _, stored = tab.show(lab, DATA, POST)[1:]
     assert (text, stored) == ("Ben's words.", ben_version)
     # after reloading, Ana's save goes through
-    assert tab.save(lab, POST, "Ana's words.", stored, "ana")[0] == stored + 1
+    assert tab.save(lab, DATA, POST, "Ana's words.", stored, "ana")[0] == stored + 1
 
 
 def test_review_status_and_next_not_reviewed(lab):
     names = _names(lab)
-    tab.save(lab, names[0], "Checked by hand.", 0, "ana")
-    saved, history, version = tab.set_status(lab, names[0], "reviewed", "ana")
+    tab.save(lab, DATA, names[0], "Checked by hand.", 0, "ana")
+    saved, history, version = tab.set_status(lab, names[0], "reviewed", "ana", 1)
     assert "**reviewed**" in saved and version == 2 and history[0][3] == "status"
     assert tab.next_unreviewed(lab, names, names[-1]) == names[1]  # wraps round, skips the reviewed one
     assert tab.next_unreviewed(lab, names, names[0]) == names[1]
-    saved, _, _ = tab.set_status(lab, names[0], "edited", "ben")
+    saved, _, _ = tab.set_status(lab, names[0], "edited", "ben", version)
     assert "**edited**" in saved and "by ben" in saved
     with pytest.raises(gr.Error, match="No caption stored"):
-        tab.set_status(lab, names[1], "reviewed", "ana")
+        tab.set_status(lab, names[1], "reviewed", "ana", 0)
 
 
 def test_when_every_tile_is_reviewed_next_not_reviewed_stays_put(lab):
     names = _names(lab, disaster="demo-volcano", phase="both")
     for name in names:
-        tab.save(lab, name, "Done.", 0, "ana")
-        tab.set_status(lab, name, "reviewed", "ana")
+        tab.save(lab, DATA, name, "Done.", 0, "ana")
+        tab.set_status(lab, name, "reviewed", "ana", 1)
     assert tab.next_unreviewed(lab, names, names[0]) == names[0]
 
 
 def test_restore_brings_back_an_earlier_version(lab):
     _caption_by_machine(lab, [POST])
     machine_text = tab.show(lab, DATA, POST)[2]
-    tab.save(lab, POST, "First try.", 1, "ana")
-    tab.save(lab, POST, "Second try.", 2, "ana")
+    tab.save(lab, DATA, POST, "First try.", 1, "ana")
+    tab.save(lab, DATA, POST, "Second try.", 2, "ana")
     history = tab.show(lab, DATA, POST)[5]
     assert [row[5] for row in history] == ["Second try.", "First try.", machine_text]  # newest first
-    text, saved, history, version = tab.restore(lab, POST, history[-1][0], "ben")
+    text, saved, history, version = tab.restore(lab, POST, history[-1][0], "ben", 3)
     assert (text, version) == (machine_text, 4)
     assert "**edited**" in saved and history[0][3] == "restore" and history[0][2] == "ben"
-    tab.save(lab, PRE, "Another tile.", 0, "ana")
+    tab.save(lab, DATA, PRE, "Another tile.", 0, "ana")
     with pytest.raises(gr.Error, match="does not belong"):
-        tab.restore(lab, PRE, history[0][0], "ben")
+        tab.restore(lab, PRE, history[0][0], "ben", 1)
 
 
 def test_step_moves_through_the_list_and_wraps(lab):
@@ -149,7 +149,7 @@ def test_exports_are_named_by_kind_and_time_in_the_work_folder(lab, tmp_path):
         lab.captions.export_path("csv")
 
     _caption_by_machine(lab, _names(lab, phase="both"))
-    tab.save(lab, POST, "Corrected by hand.", 1, "ana")
+    tab.save(lab, DATA, POST, "Corrected by hand.", 1, "ana")
     note, button = tab.export(lab, "captions", DATA, [])
     path = exports / button.value["orig_name"]  # the button serves a copy of this file
     assert button.visible and path.is_file()
@@ -186,3 +186,68 @@ def test_show_without_a_tile_or_caption_says_so(lab):
     assert picture is not None and (text, history, version) == ("", [], 0)
     assert saved.startswith("No caption yet")
     assert tab.count(lab, None, "some words") == ""
+
+
+def test_mark_reviewed_and_restore_from_a_stale_page_are_refused_not_lost(lab):
+    _caption_by_machine(lab, [POST])
+    ana_loaded = tab.show(lab, DATA, POST)[-1]
+    machine_entry = tab.show(lab, DATA, POST)[5][-1][0]
+    ben_version, _ = tab.save(lab, DATA, POST, "Ben's words.", tab.show(lab, DATA, POST)[-1], "ben")
+    saved, history, version = tab.set_status(lab, POST, "reviewed", "ana", ana_loaded)
+    assert saved.startswith("**Not marked reviewed**") and "by ben" in saved and "Reload" in saved
+    assert version == ana_loaded and history[0][5] == "Ben's words."  # the table shows what Ben saved
+    text, saved, _, version = tab.restore(lab, POST, machine_entry, "ana", ana_loaded)
+    assert text == gr.skip() and saved.startswith("**Not restored**") and version == ana_loaded
+    stored = lab.captions.store.get(POST)
+    assert (stored.text, stored.status, stored.version) == ("Ben's words.", "edited", ben_version)
+    # after reloading, both go through
+    reloaded = tab.show(lab, DATA, POST)[-1]
+    assert "**reviewed**" in tab.set_status(lab, POST, "reviewed", "ana", reloaded)[0]
+    assert tab.restore(lab, POST, machine_entry, "ana", reloaded + 1)[0] == tab.show(lab, DATA, POST)[2]
+
+
+def test_a_caption_for_a_name_the_dataset_does_not_know_is_refused(lab):
+    for name in ("../../etc/passwd", "demo-volcano_00000099_post_disaster.png"):
+        version, line = tab.save(lab, DATA, name, "Sneaky.", 0, "ana")
+        assert version == 0 and line.startswith("**Not saved**") and "is not a tile of the dataset" in line
+    assert len(lab.captions.store) == 0
+    assert tab.save(lab, DATA, POST, "A real tile.", 0, "ana")[0] == 1
+
+
+def test_a_disk_that_refuses_a_save_is_said_plainly_and_the_saved_text_stays(lab, monkeypatch):
+    import errno
+    import sqlite3
+
+    version, _ = tab.save(lab, DATA, POST, "Saved before.", 0, "ana")
+    store = lab.captions.store
+    real = store._conn()
+
+    class FullDisk:  # the connection as SQLite behaves when the disk fills up at COMMIT
+        in_transaction = property(lambda self: real.in_transaction)
+
+        def execute(self, sql, *args):
+            if sql == "COMMIT":
+                raise sqlite3.OperationalError("database or disk is full")
+            return real.execute(sql, *args)
+
+    store._local.conn = FullDisk()
+    new_version, line = tab.save(lab, DATA, POST, "Lost to a full disk.", version, "ana")
+    assert new_version == version and line.startswith("**Not saved**")
+    assert "disk it is on is full" in line and "free some space" in line and "intact" in line
+    with pytest.raises(gr.Error, match="is full"):
+        tab.set_status(lab, POST, "reviewed", "ana", version)
+    store._local.conn = real
+    assert tab.show(lab, DATA, POST)[1] == "Saved before."
+
+    def no_space(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr("core.captions.formats.atomic_write_text", no_space)
+    with pytest.raises(gr.Error, match="No space left on device"):
+        tab.export(lab, "captions", DATA, [])
+
+
+def test_token_counts_need_no_model_on_disk(lab):
+    assert tab.count(lab, "sd21", "A flooded town.") == "CLIP: 4 / 75 tokens"
+    sd3 = tab.count(lab, "sd3", "A flooded town.")
+    assert sd3 == "CLIP: 4 / 75 tokens · CLIP 2: 4 / 75 tokens · T5: appears once the T5 files are on disk"

@@ -132,3 +132,56 @@ def test_controlnet_pairs_and_metadata_format(store, tmp_path):
     abs_pairs, _ = controlnet_pairs(store, Index(), scenes[:1], relative_to=None)
     assert export_controlnet_metadata(tmp_path / "m.jsonl", abs_pairs) == 1
     assert Path(json.loads((tmp_path / "m.jsonl").read_text())["image"]).is_absolute()
+
+
+# -- the course's 512 px file and the keys a line came with --------------------------------
+
+def _lines(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+
+
+def test_the_512px_file_with_only_single_caption_imports_and_exports_as_it_came(store, tmp_path):
+    # captions_512.jsonl: disaster, image (a 512 px part tile) and single_caption, nothing else
+    course = [{"disaster": "socal-fire", "image": f"socal-fire_00000001_post_disaster_part{n}.png",
+               "single_caption": f"Burnt hills, part {n}."} for n in (1, 2, 3)]
+    src = tmp_path / "captions_512.jsonl"
+    src.write_text("".join(json.dumps(r) + "\n" for r in course), encoding="utf-8")
+    rep = import_course_jsonl(store, src)
+    assert (rep.added, rep.bad) == (3, [])
+    part3 = store.get("socal-fire_00000001_post_disaster_part3.png")
+    assert (part3.scene_id, part3.phase, part3.text, part3.status) == (
+        "socal-fire_00000001_part3", "post", "Burnt hills, part 3.", "auto")
+    out = tmp_path / "back.jsonl"
+    export_course_jsonl(store, out)
+    assert _lines(out) == course  # single_caption stays single_caption: no "caption" appears
+    # a person's correction goes out under the key the file had
+    store.save_edit(part3.image, "Burnt hills and two houses.", author="ana")
+    export_course_jsonl(store, out, images=[part3.image])
+    assert _lines(out) == [{**course[2], "single_caption": "Burnt hills and two houses."}]
+
+
+def test_any_text_key_is_a_caption_and_an_empty_short_text_stays_empty(store, tmp_path):
+    course = [
+        {"disaster": "socal-fire", "image": "socal-fire_00000001_pre_disaster.png", "caption_short": "Dry hills."},
+        {"disaster": "socal-fire", "image": "socal-fire_00000002_pre_disaster.png", "caption": "Long text.",
+         "caption_short": ""},
+        {"disaster": "socal-fire", "image": "socal-fire_00000003_pre_disaster.png", "caption": "Long.",
+         "caption_short": "Short.", "single_caption": "Single.", "id": 7},
+    ]
+    src = tmp_path / "captions.jsonl"
+    src.write_text("".join(json.dumps(r) + "\n" for r in course)
+                   + json.dumps({"disaster": "socal-fire", "image": "socal-fire_00000004_pre_disaster.png"}) + "\n",
+                   encoding="utf-8")
+    rep = import_course_jsonl(store, src)
+    assert rep.added == 3 and [n for n, _ in rep.bad] == [4]
+    assert "no caption text" in rep.bad[0][1] and "single_caption" in rep.bad[0][1]
+    assert store.get(course[0]["image"]).text == "Dry hills."
+    empty = store.get(course[1]["image"])
+    assert (empty.text, empty.summary) == ("Long text.", None)  # the long caption is the text to train on
+    out = tmp_path / "back.jsonl"
+    export_course_jsonl(store, out)
+    assert _lines(out) == course  # the same keys, "" still "", the third text key as it was
+    assert import_course_jsonl(store, out).unchanged == 3  # and importing the export changes nothing
+    store.save_edit(course[1]["image"], "Now written by a person.", author="ana")
+    export_course_jsonl(store, out, images=[course[1]["image"]])
+    assert _lines(out) == [{**course[1], "caption_short": "Now written by a person."}]

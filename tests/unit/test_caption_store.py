@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sqlite3
@@ -147,9 +148,10 @@ def test_imported_captions_keep_their_source_and_never_overwrite_a_persons_edit(
     store.save_edit(POST, "Mine.", author="ana")
     assert store.put_imported([entry(POST, "Longer."), entry(PRE, "Valley.")], author="import") == [
         "kept", "unchanged"]
-    (post, short_key, extra), (pre, *source) = store.list_with_source()
-    assert (post.image, post.text, post.machine_caption, short_key, extra) == (POST, "Mine.", "Longer.", None, None)
-    assert (pre.text, pre.summary_model, source) == ("Valley.", None, [None, None])
+    (post, caption_key, short_key, extra), (pre, *source) = store.list_with_source()
+    assert (post.image, post.text, post.machine_caption, caption_key, short_key, extra) == (
+        POST, "Mine.", "Longer.", None, None, None)
+    assert (pre.text, pre.summary_model, source) == ("Valley.", None, [None, None, None])
     assert store.history(PRE)[-1].kind == "import"
     assert [r for r, *_ in store.list_with_source(images=[PRE])] == [store.get(PRE)]
 
@@ -280,10 +282,72 @@ def test_a_file_that_is_not_sqlite_is_refused_with_a_message(tmp_path):
         CaptionStore(bad)
 
 
-def test_store_module_is_light():
-    code = ("import sys, core.captions, core.captions.store, core.captions.formats; "
-            "print(sorted(m for m in ('torch', 'gradio', 'diffusers', 'numpy') if m in sys.modules))")
-    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+def modules_after(code: str, modules: tuple[str, ...]) -> list[str]:
+    """Which of `modules` a fresh interpreter has imported after running `code`."""
+    probe = f"{code}\nimport json, sys; print(json.dumps(sorted(m for m in {modules!r} if m in sys.modules)))"
+    out = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
-    assert out.stdout.strip() == "[]"
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_store_module_is_light():
+    code = "import core.captions, core.captions.store, core.captions.formats"
+    assert modules_after(code, ("torch", "gradio", "diffusers", "numpy")) == []
     assert sqlite3.sqlite_version  # stdlib only
+
+
+# -- conflicts beyond saves ----------------------------------------------------------------
+
+def test_restore_and_status_from_a_stale_version_are_refused_and_keep_the_other_text(store):
+    _machine(store)
+    ana_loaded = store.get(POST).version
+    machine_entry = store.history(POST)[0]
+    ben = store.save_edit(POST, "Ben's words.", author="ben", expected_version=ana_loaded)
+    with pytest.raises(ConflictError, match="by ben") as err:
+        store.set_status(POST, "reviewed", author="ana", expected_version=ana_loaded)
+    assert err.value.current == ben and "Reload" in str(err.value)
+    with pytest.raises(ConflictError, match="by ben") as err:
+        store.restore(POST, machine_entry.id, author="ana", expected_version=ana_loaded)
+    assert err.value.current == ben
+    assert store.get(POST) == ben and len(store.history(POST)) == 2  # Ben's text and status survive
+    # from the version Ben left, both go through
+    assert store.set_status(POST, "reviewed", author="ana", expected_version=ben.version).status == "reviewed"
+    restored = store.restore(POST, machine_entry.id, author="ana", expected_version=ben.version + 1)
+    assert restored.text == "Lava flows cover the village."
+
+
+def test_a_path_is_not_an_image_name(store):
+    for bad in ("../../etc/passwd", "sub/img.png", "..\\x.png", "", "  ", ".."):
+        with pytest.raises(CaptionStoreError, match="not an image file name"):
+            store.save_edit(bad, "text", author="ana")
+        with pytest.raises(CaptionStoreError, match="not an image file name"):
+            _machine(store, image=bad)
+    assert len(store) == 0
+
+
+# -- schema --------------------------------------------------------------------------------
+
+def test_a_store_of_schema_1_opens_migrated_with_its_captions(tmp_path):
+    db = tmp_path / "old.sqlite"
+    conn = sqlite3.connect(db)
+    conn.executescript("""
+        CREATE TABLE captions (image TEXT PRIMARY KEY, scene_id TEXT, phase TEXT, disaster TEXT,
+            text TEXT NOT NULL, status TEXT NOT NULL, version INTEGER NOT NULL, machine_caption TEXT,
+            machine_model TEXT, machine_prompt TEXT, machine_time TEXT, summary TEXT, summary_model TEXT,
+            updated TEXT NOT NULL, updated_by TEXT, short_key TEXT, extra TEXT);
+        CREATE TABLE history (id INTEGER PRIMARY KEY AUTOINCREMENT, image TEXT NOT NULL, text TEXT NOT NULL,
+            status TEXT NOT NULL, kind TEXT NOT NULL, author TEXT, time TEXT NOT NULL);
+        INSERT INTO captions VALUES ('a_00000001_post_disaster.png', 'a_00000001', 'post', 'a', 'Old text.',
+            'edited', 3, 'Machine.', 'm', NULL, 't', NULL, NULL, 't', 'ana', 'single_caption', NULL);
+        PRAGMA user_version=1;
+    """)
+    conn.close()
+    with CaptionStore(db) as s:
+        rec = s.get("a_00000001_post_disaster.png")
+        assert (rec.text, rec.status, rec.version) == ("Old text.", "edited", 3)
+        assert s._conn().execute("PRAGMA user_version").fetchone()[0] == 2
+        (source,) = s.list_with_source()
+        assert (source.caption_key, source.short_key) == (None, "single_caption")
+        assert s.save_edit(rec.image, "New text.", author="ben", expected_version=3).version == 4
+    with CaptionStore(db) as s:  # opening a current store again is a no-op
+        assert s.get(rec.image).text == "New text."

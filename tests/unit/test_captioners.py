@@ -44,14 +44,15 @@ def test_template_captions_pre_and_post(clip_tok):
     assert bare == "A satellite image after a disaster."
     assert cap.caption(IMAGE, CaptionContext("x_1", "post", None, "wind", COUNTS)) == \
         cap.caption(IMAGE, CaptionContext("x_1", "post", None, "wind", COUNTS))
-    # The tiny test tokenizer spends about one token per letter, so it cannot stand in for
-    # CLIP's word-level BPE here. Proxy: CLIP gives common English words, numbers up to a few
-    # digits and punctuation marks about one token each; even huge counts stay far below 75.
+    # Counted with CLIP's own vocabulary (no model needed): even huge counts fit 77 tokens.
+    from core.captions.t5 import CLIP_LIMIT, clip_length
+    from core.generation.prompts import standard_clip_tokenizer
+
     worst = cap.caption(IMAGE, CaptionContext("x", "post", None, "volcano", {
         "no-damage": 12345, "minor-damage": 2345, "major-damage": 3456, "destroyed": 4567,
         "total": 22713}))
     for text in (pre, post, bare, worst):
-        assert len(re.findall(r"[A-Za-z]+|\d{1,3}|[^\w\s]", text)) <= 50, text
+        assert clip_length(standard_clip_tokenizer(), text) <= CLIP_LIMIT, text
     assert {"template", "cogvlm2", "cogvlm2-int4", "qwen2-vl"} <= set(CAPTIONERS)
     with pytest.raises(LabError, match="template"):
         get_captioner("nope")
@@ -122,6 +123,30 @@ def test_t5_summariser_loads_folder_through_manager_and_fits(clip_tok):
     result = summariser.summarise_to_fit(LONG, clip_tok, limit=20)
     assert result.clip_tokens <= 20 and result.summary
     assert result.how == "fits" or result.how.startswith(("dropped", "cut", "no word"))
+
+
+def test_summaries_fit_the_clip_tokens_of_a_backbone_that_is_not_on_disk(tmp_path):
+    import shutil
+
+    from core.captions.t5 import CLIP_LIMIT, clip_length
+    from core.config import DEMO_SCENES, Settings
+    from core.generation.prompts import standard_clip_tokenizer
+    from core.lab import Lab
+    from tests.tiny.captions import tiny_t5_folder
+
+    models = tmp_path / "models"
+    shutil.copytree(tiny_t5_folder(), models / "t5")  # the T5 the service picks up; no diffusion model at all
+    lab = Lab(Settings.load(env={}, data_dir=DEMO_SCENES, work_dir=tmp_path / "work", models_dir=models))
+    assert not lab.backbones.readiness("sdxl-base").ready
+    index = lab.datasets.open(DEMO_SCENES)
+    report = lab.captions.caption_scenes(index, index.scenes[:2], "template", phases=("post",),
+                                         summarise_for="sdxl-base")
+    assert len(report.summarised) == 2 and not report.failed
+    for image in report.summarised:
+        record = lab.captions.store.get(image)
+        assert record.summary_model.startswith("t5:") and record.text == record.summary
+        assert clip_length(standard_clip_tokenizer(), record.summary) <= CLIP_LIMIT
+    lab.captions.store.close()
 
 
 # -- CogVLM2 (fake remote code) ------------------------------------------------------------

@@ -52,7 +52,7 @@ def build_generate(lab, demo: gr.Blocks, folder: gr.State):
     that send the newest run to Evaluate and to Attention, and the newest run's id."""
     specs = lab.backbones.specs()
     controls = declared_controls(specs)
-    first = specs[0].id if specs else None
+    first = specs[0].id if specs else None  # until default_backbone picks one on disk
     with gr.Tab("Generate", id="generate"):
         with gr.Row():
             scene = gr.Dropdown([], label="Scene", allow_custom_value=True, scale=2, elem_id="gen-scene")
@@ -76,33 +76,42 @@ def build_generate(lab, demo: gr.Blocks, folder: gr.State):
             num_images = gr.Slider(1, 4, value=1, step=1, label="Images")
         with gr.Row():
             widgets = [control_widget(c) for c in controls]
-        with gr.Row():
-            record = gr.Checkbox(value=True, label="Record attention maps (one image)", elem_id="gen-record")
-            record_steps = gr.Checkbox(value=False, label="…and each step's maps (more memory)")
         with gr.Group(visible=False) as meta_box:
             gr.Markdown("DiffusionSat metadata (from the scene's labels; edit to probe the model)")
             with gr.Row():
                 meta = [gr.Number(label=name) for name in META_FIELDS]
                 no_meta = gr.Checkbox(label="No metadata (all seven values 0)")
-        with gr.Row():
-            run_btn = gr.Button("Generate", variant="primary", elem_id="gen-run")
-            stop_btn = gr.Button("Stop", variant="stop")
-        with gr.Row():
-            preview = gr.Image(label="Preview", format="png", interactive=False, height=256, elem_id="gen-preview")
-            gallery = gr.Gallery(label="Results (saved as runs)", format="png", columns=2, height=320,
-                                 elem_id="gen-results")
-        info = gr.Markdown(elem_id="gen-info")
-        with gr.Row():
-            to_evaluate = gr.Button("Score the newest result in Evaluate →", interactive=False)
-            to_attention = gr.Button("See its attention maps →", interactive=False)
-        with gr.Accordion("Compare backbones or sweep a parameter", open=False):
-            with gr.Row():
-                compare_with = gr.CheckboxGroup([(s.label, s.id) for s in specs], label="Backbones",
-                                                elem_id="gen-compare-backbones")
-                sweep = gr.Dropdown(list(SWEEPS), value="none", label="Sweep")
-                values = gr.Textbox(label="Values", placeholder="e.g. 0.4, 0.6, 0.8")
-            compare_btn = gr.Button("Run comparison", elem_id="gen-compare")
-            grid = gr.Image(label="Comparison grid", format="png", interactive=False, elem_id="gen-grid")
+        with gr.Tabs():
+            with gr.Tab("One generation", id="gen-one"):
+                with gr.Row():
+                    record = gr.Checkbox(value=True, label="Record attention maps (one image)",
+                                         elem_id="gen-record")
+                    record_steps = gr.Checkbox(value=False, label="…and each step's maps (more memory)")
+                with gr.Row():
+                    run_btn = gr.Button("Generate", variant="primary", elem_id="gen-run")
+                    stop_btn = gr.Button("Stop", variant="stop")
+                with gr.Row():
+                    preview = gr.Image(label="Preview while denoising", format="png", interactive=False, height=256,
+                                       elem_id="gen-preview")
+                    gallery = gr.Gallery(label="Results (saved as runs)", format="png", columns=2, height=320,
+                                         elem_id="gen-results")
+                info = gr.Markdown(elem_id="gen-info")
+                with gr.Row():
+                    to_evaluate = gr.Button("Score the newest result in Evaluate →", interactive=False)
+                    to_attention = gr.Button("See its attention maps →", interactive=False)
+            with gr.Tab("Compare backbones or sweep a parameter", id="gen-compare-tab"):
+                with gr.Row():
+                    compare_with = gr.CheckboxGroup([(s.label, s.id) for s in specs], label="Backbones (rows)",
+                                                    elem_id="gen-compare-backbones")
+                    sweep = gr.Dropdown(list(SWEEPS), value="none", label="Sweep (columns)")
+                    values = gr.Textbox(label="Values", placeholder="e.g. 0.4, 0.6, 0.8")
+                with gr.Row():
+                    compare_btn = gr.Button("Run comparison", variant="primary", elem_id="gen-compare")
+                    compare_stop = gr.Button("Stop", variant="stop", elem_id="gen-compare-stop")
+                compare_info = gr.Markdown(elem_id="gen-compare-info")
+                grid = gr.Image(label="Comparison grid (download: one PNG)", format="png", interactive=False,
+                                elem_id="gen-grid")
+                cell_files = gr.Files(label="Its cells, one PNG each", elem_id="gen-cells")
         token = gr.State(None)
         newest = gr.State(None)
 
@@ -131,9 +140,20 @@ def build_generate(lab, demo: gr.Blocks, folder: gr.State):
                info: run_info(runs), newest: runs[-1].run_id, to_evaluate: gr.Button(interactive=True),
                to_attention: gr.Button(interactive=record_maps)}
 
-    @user_errors
     def compare(path, chosen, sweep_name, sweep_values, *values, progress=gr.Progress()):
-        return compare_grid(lab, path, chosen, sweep_name, sweep_values, to_request(values), progress)
+        try:
+            index = lab.datasets.open(path)
+            base = to_request(values)
+            cells = lab.generation.compare_cells(base, chosen or [base.backbone], sweep_name, sweep_values,
+                                                 index=index)
+        except LabError as err:
+            raise gr.Error(str(err), duration=None) from err
+        cancel = _new_token()
+        yield {token: cancel}
+        results = lab.generation.compare(cells, index, cancel=cancel,
+                                         on_cell=lambda i, n, cell: progress((i, n), desc=cell.label))
+        picture, files, summary = compare_view(lab, index, base, sweep_name, sweep_values, results)
+        yield {grid: picture, cell_files: files, compare_info: summary}
 
     negative = dict(zip((c.name for c in controls), widgets)).get("negative_prompt")
     counted = [backbone, prompt] + ([negative] if negative is not None else [])
@@ -146,15 +166,20 @@ def build_generate(lab, demo: gr.Blocks, folder: gr.State):
                  [pre, post, prompt], **INTERNAL)
     gr.on([scene.change, size.change], user_errors(lambda *v: metadata_view(lab, *v)), [folder, scene, size], meta,
           **INTERNAL)
-    gr.on([demo.load, backbone.change], lambda backbone_id: backbone_view(lab, backbone_id, controls), backbone,
-          [ready, download, mode, size, meta_box, *widgets], **INTERNAL)
+    shown = [ready, download, mode, size, meta_box, *widgets]
+    demo.load(lambda: default_backbone(lab), None, backbone, **INTERNAL).then(
+        lambda backbone_id: backbone_view(lab, backbone_id, controls), backbone, shown, **INTERNAL)
+    backbone.change(lambda backbone_id: backbone_view(lab, backbone_id, controls), backbone, shown, **INTERNAL)
     download.click(user_errors(lambda backbone_id, progress=gr.Progress(): download_backbone(lab, backbone_id,
                                                                                              progress)),
                    backbone, ready, api_name="download_backbone")
     run_btn.click(run, [folder, record, record_steps, *form],
-                  [token, preview, gallery, info, newest, to_evaluate, to_attention], api_name="generate", **GPU)
+                  [token, preview, gallery, info, newest, to_evaluate, to_attention], api_name="generate",
+                  show_progress_on=[gallery], **GPU)  # one progress bar; the preview stays visible
     stop_btn.click(_stop, token, None, api_name="stop", queue=False)
-    compare_btn.click(compare, [folder, compare_with, sweep, values, *form], grid, api_name="compare", **GPU)
+    compare_btn.click(compare, [folder, compare_with, sweep, values, *form], [token, grid, cell_files, compare_info],
+                      api_name="compare", show_progress_on=[grid], **GPU)
+    compare_stop.click(_stop, token, None, api_name="stop_compare", queue=False)
     return scene, to_evaluate, to_attention, newest
 
 
@@ -248,24 +273,66 @@ def request_from_form(lab, controls, values) -> GenerationRequest:
     return GenerationRequest(**_typed(fields))
 
 
-def compare_grid(lab, path, chosen, sweep_name, sweep_values, base: GenerationRequest, progress=None):
-    """The comparison grid (uint8 image): the pre- and real post-event tiles, then one cell
-    per backbone and swept value, each generated and saved as a run."""
-    from core.viz import labelled_grid
+def compare_view(lab, index, base: GenerationRequest, sweep: str, values: str, results) -> tuple:
+    """(the labelled grid picture: the scene's tiles, then one row per backbone and one
+    column per swept value; the cells' PNG files; a summary line) of a finished
+    comparison. Failed or stopped cells are grey tiles saying why."""
+    from core.generation.compare import column_label, sweep_values
+    from core.viz import labelled_matrix
 
-    index = lab.datasets.open(path)
-    cells = lab.generation.compare_cells(base, chosen or [base.backbone], sweep_name, sweep_values)
-    tiles = []
-    for i, cell in enumerate(cells):
-        if progress is not None:
-            progress((i, len(cells)), desc=cell.label)
-        run = lab.generation.generate(cell.request, index, extra_params={"compare": cell.label})[0]
-        tiles.append((run.image(), cell.label))
     s = index.get(base.scene_id)
-    context = [(index.load_image(s, "pre"), "pre-event")]
-    if s.post_image is not None:
-        context.append((index.load_image(s, "post"), "real post-event"))
-    return labelled_grid(context + tiles, size=max(base.size, 256))
+    context = ("scene", [(index.load_image(s, "pre"), "pre-event")]
+               + ([(index.load_image(s, "post"), "real post-event")] if s.post_image is not None else []))
+    rows: dict[int, tuple[str, list]] = {}
+    for r in results:
+        label = lab.backbones.get(r.cell.request.backbone).spec.label
+        cells = rows.setdefault(r.cell.row, (label, []))[1]
+        cells.append((r.run.image() if r.run else None, r.cell.note if r.run else r.error))
+    columns = [column_label(sweep, v) for v in sweep_values(sweep, values)]
+    picture = labelled_matrix([rows[k] for k in sorted(rows)], columns=columns, context=context,
+                              size=max(base.size, 256))
+    made = [r for r in results if r.run is not None]
+    failed = [r for r in results if r.run is None and r.error != "stopped"]
+    stopped = sum(1 for r in results if r.error == "stopped")
+    summary = f"Made {len(made)} of {len(results)} cells (each saved as a run)"
+    summary += f"; {len(failed)} failed" if failed else ""
+    summary += f"; stopped before {stopped}" if stopped else ""
+    return picture, cell_files(lab, results, sweep), summary + "."
+
+
+def cell_files(lab, results, sweep: str) -> list[str]:
+    """The made cells copied under `<work>/exports/compare-<time>/` with names that say
+    where each sits (`r1-c2_tiny-sd21_seed-2.png`), for download."""
+    import shutil
+    from datetime import datetime
+
+    from core.generation.compare import column_label
+
+    folder = lab.settings.work_dir / "exports" / f"compare-{datetime.now():%Y%m%d-%H%M%S-%f}"
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for r in results:
+        if r.run is None:
+            continue
+        column = column_label(sweep, getattr(r.cell.request, sweep, None) if sweep != "none" else None)
+        name = f"r{r.cell.row + 1}-c{r.cell.column + 1}_{r.cell.request.backbone}"
+        name += f"_{column.replace(' ', '-')}" if column else ""
+        target = folder / f"{name}.png"
+        shutil.copyfile(r.run.image_path, target)
+        paths.append(target.as_posix())
+    return paths
+
+
+def default_backbone(lab):
+    """The backbone dropdown set to the first backbone whose files are on disk (or left as
+    it is when none is: its readiness line then says how to get one)."""
+    for spec in lab.backbones.specs():
+        try:
+            if lab.backbones.readiness(spec.id).ready:
+                return gr.update(value=spec.id)
+        except LabError:
+            continue
+    return gr.update()
 
 
 def download_backbone(lab, backbone_id, progress=None) -> str:
@@ -341,7 +408,7 @@ ENCODER_NAMES = {"clip": "CLIP", "clip2": "CLIP 2", "t5": "T5"}
 
 def token_text(lab, backbone_id, prompt, negative="") -> str:
     """Token counts per encoder of the backbone; where an encoder would cut, the cut-off
-    text in bold."""
+    text in bold. CLIP counts need no model on disk; an encoder that does (T5) says so."""
     prompt = prompt or ""
     report = lab.backbones.token_report(backbone_id, prompt, negative or "")
     if report is None:
@@ -349,7 +416,9 @@ def token_text(lab, backbone_id, prompt, negative="") -> str:
     parts = []
     for name, r in report.items():
         label = ENCODER_NAMES.get(name, name)
-        if not r.get("used"):
+        if r.get("needs_files"):
+            parts.append(f"{label}: appears once the {label} files are on disk")
+        elif not r.get("used"):
             parts.append(f"{label}: not used")
         elif r["truncated"]:
             cut = r.get("truncated_at_char")

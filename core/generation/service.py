@@ -8,7 +8,7 @@ import dataclasses
 import hashlib
 import json
 from contextlib import nullcontext
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 from core.errors import DataError, LabError
 from core.types import GenerationRequest
@@ -141,6 +141,29 @@ class GenerationService:
             asked["metadata"] = tuple(asked["metadata"])
         return GenerationRequest(**{**asked, "seed": run.record["params"]["seed"], "num_images": 1})
 
+    def _inputs(self, request: GenerationRequest, index):
+        """(`request` completed from its scene, its pre-event tile or None); DataError when
+        the backbone needs the tile and the scene has none."""
+        from core.data.images import load_rgb
+
+        backend = self.backbones.get(request.backbone)
+        request = self.complete_request(request, index)
+        scene = index.get(request.scene_id) if request.scene_id else None
+        pre = load_rgb(scene.pre_image) if scene is not None and scene.pre_image is not None else None
+        if (request.mode == "img2img" or backend.spec.needs_control_image) and pre is None:
+            raise DataError("This generation starts from the pre-event tile: pick a scene that has one.")
+        return request, pre
+
+    def check(self, request: GenerationRequest, index) -> GenerationRequest:
+        """`request` completed from its scene and checked by its backbone without loading a
+        model: RequestError or DataError saying what to change. Returns the completed
+        request."""
+        backend = self.backbones.get(request.backbone)
+        request, pre = self._inputs(request, index)
+        backend.validate(request, init_image=pre if request.mode == "img2img" else None,
+                         control_image=pre if backend.spec.needs_control_image else None)
+        return request
+
     def can_record_attention(self, request: GenerationRequest) -> bool:
         """Whether word maps can be recorded for `request` (a backbone with cross- or joint
         attention, one image)."""
@@ -161,16 +184,10 @@ class GenerationService:
         one image per request) and save them in the run folder under attention/.
         attention_steps: also keep each step's maps (more memory), for the time slider."""
         from core.attention.recorders import recorder_for, word_maps_for
-        from core.data.images import load_rgb
         from core.generation.generate import generate
 
         backend = self.backbones.get(request.backbone)
-        request = self.complete_request(request, index)
-        scene = index.get(request.scene_id) if request.scene_id else None
-        pre = load_rgb(scene.pre_image) if scene is not None and scene.pre_image is not None else None
-        needs_tile = request.mode == "img2img" or backend.spec.needs_control_image
-        if needs_tile and pre is None:
-            raise DataError("This generation starts from the pre-event tile: pick a scene that has one.")
+        request, pre = self._inputs(request, index)
         if attention and not self.can_record_attention(request):
             raise LabError("Attention maps are recorded for one image at a time "
                            f"({backend.spec.label} with {request.num_images} image(s) cannot): "
@@ -200,11 +217,13 @@ class GenerationService:
                                  data_root=str(index.root))
                 for image, seed in zip(result.images, result.seeds)]
         if maps:
-            from core.attention.analysis import save_maps, save_step_maps
+            from core.attention.analysis import save_maps, save_scene_shares, save_step_maps
 
             save_maps(runs[0].path, maps)
             if steps:
                 save_step_maps(runs[0].path, steps)
+            # attention/shares.json: each word's share per damage class, when the scene has a post label
+            save_scene_shares(runs[0].path, maps, index.get(request.scene_id) if request.scene_id else None)
         return runs
 
     def generate_batch(self, lines: list[dict], index, *, attention: bool = False, on_start=None,
@@ -247,12 +266,56 @@ class GenerationService:
 
     # -- comparing ------------------------------------------------------------------------
     def compare_cells(self, base: GenerationRequest, backbone_ids: list[str], sweep: str = "none",
-                      values: str = ""):
+                      values: str = "", index=None):
         """The cells of a comparison grid (core.generation.compare.plan_cells) for these
-        backbones (rows) and swept values (columns)."""
+        backbones (rows) and swept values (columns). With `index`, every cell is checked
+        first (`check`) and LabError lists those that cannot run, before any runs."""
         from core.generation.compare import plan_cells
 
-        return plan_cells(base, [self.backbones.get(b).spec for b in backbone_ids], sweep, values)
+        cells = plan_cells(base, [self.backbones.get(b).spec for b in backbone_ids], sweep, values)
+        if index is not None:
+            problems = []
+            for cell in cells:
+                try:
+                    self.check(cell.request, index)
+                except LabError as err:
+                    problems.append(f"{cell.label}: {err}")
+            if problems:
+                raise LabError("Nothing was generated: these cells cannot run.\n" + "\n".join(problems))
+        return cells
+
+    def compare(self, cells, index, *, cancel=None, on_cell=None) -> list[CellResult]:
+        """Generate every cell (each saved as a run tagged with its label), in order. A cell
+        that fails (its model not on disk, out of memory) is kept as a failed cell and the
+        others go on; `cancel` (a CancelToken) stops at the current step and leaves the
+        remaining cells undone. `on_cell(i, n, cell)` is called before each."""
+        from core.errors import GenerationCancelled
+
+        results = []
+        for i, cell in enumerate(cells):
+            if cancel is not None and cancel.cancelled:
+                results.append(CellResult(cell, None, "stopped"))
+                continue
+            if on_cell is not None:
+                on_cell(i, len(cells), cell)
+            try:
+                run = self.generate(cell.request, index, cancel=cancel, extra_params={"compare": cell.label})[0]
+            except GenerationCancelled:
+                results.append(CellResult(cell, None, "stopped"))
+            except LabError as err:
+                results.append(CellResult(cell, None, str(err)))
+            else:
+                results.append(CellResult(cell, run, ""))
+        return results
 
 
-__all__ = ["GenerationService", "read_batch", "request_key"]
+@dataclass(frozen=True)
+class CellResult:
+    """A generated grid cell: its run, or None and why ("stopped" or the error)."""
+
+    cell: object
+    run: object
+    error: str
+
+
+__all__ = ["CellResult", "GenerationService", "read_batch", "request_key"]

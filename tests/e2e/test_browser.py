@@ -130,12 +130,13 @@ def test_generate_one_image_and_a_comparison_grid(app, page):
     page.screenshot(path=str(ARTIFACTS / "07-attention.png"), full_page=True)
     page.get_by_role("tab", name="Generate").click()
 
-    page.get_by_text("Compare backbones or sweep a parameter").click()
+    page.get_by_role("tab", name="Compare backbones or sweep a parameter").click()
     boxes = page.locator("#gen-compare-backbones")
     boxes.get_by_text("Tiny random SD 2.1 (tests)").click()
     boxes.get_by_text("Tiny random SDXL Turbo (tests)").click()
     page.locator("#gen-compare").click()
     page.locator("#gen-grid img").wait_for()
+    page.get_by_text("Made 2 of 2 cells").wait_for()
     page.wait_for_timeout(500)
     page.screenshot(path=str(ARTIFACTS / "05-compare.png"), full_page=True)
 

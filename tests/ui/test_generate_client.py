@@ -30,15 +30,26 @@ def test_generate_saves_runs_with_their_seeds(client):
     assert sum(label.startswith("tiny-sd21") for label in labels) >= 2
 
 
-def test_compare_grid_has_one_cell_per_backbone_and_value_plus_context(client):
-    grid = client.predict(["tiny-sd21", "tiny-sdxl-turbo"], "seed", "1, 2", *PARAMS, api_name="/compare")
+def test_compare_grid_is_a_labelled_matrix_with_its_cells_as_files(client):
+    grid, files, summary = client.predict(["tiny-sd21", "tiny-sdxl-turbo"], "seed", "1, 2", *PARAMS,
+                                          api_name="/compare")
     from PIL import Image
 
     path = grid["path"] if isinstance(grid, dict) else grid
     width, height = Image.open(path).size
-    # 2 context tiles (pre, real post) + 2 backbones × 2 seeds = 6 cells: 4 columns, 2 rows,
-    # each cell shown at least 256 px wide with a 22 px label
-    assert (width, height) == (4 * 256, 2 * (256 + 22))
+    # a label column, then 2 columns of >= 256 px; the scene row, a header line and 2 backbone rows
+    assert width > 2 * 256 and height > 3 * 256
+    assert len(files) == 4 and summary.startswith("Made 4 of 4 cells")
+
+
+def test_compare_refuses_a_cell_that_cannot_run_before_any_runs(client):
+    import pytest
+
+    before = len(client.predict(SCENE, api_name="/list_runs")["choices"])
+    with pytest.raises(Exception, match="Nothing was generated"):
+        client.predict(["tiny-sd21", "tiny-sdxl-turbo"], "strength", "0.1, 0.9", *params(steps=2),
+                       api_name="/compare")
+    assert len(client.predict(SCENE, api_name="/list_runs")["choices"]) == before
 
 
 def test_unknown_scene_is_a_clear_error(client):
@@ -54,8 +65,8 @@ def test_token_counter_says_where_an_encoder_would_cut(client):
     assert "sent whole in" in whole  # CLIP backbones chunk long prompts: nothing is cut
     short = client.predict("tiny-sd21", "a town", "", api_name="/count_tokens")
     assert "/ 75 tokens" in short
-    missing = client.predict("sd21", "a town", "", api_name="/count_tokens")
-    assert "once this backbone's files are on disk" in missing
+    offline = client.predict("sd21", "a town", "", api_name="/count_tokens")
+    assert offline == "CLIP: 2 / 75 tokens"  # no SD 2.1 on disk: CLIP's own vocabulary counts
 
 
 def test_readiness_table_lists_every_backbone_without_downloading(client):

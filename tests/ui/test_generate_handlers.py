@@ -80,7 +80,9 @@ def test_a_form_without_a_scene_says_to_pick_one(lab, controls):
 
 def test_token_text_counts_or_says_when_counts_appear(lab):
     assert "/ 75 tokens" in tab.token_text(lab, "tiny-sd21", "a town")
-    assert "once this backbone's files are on disk" in tab.token_text(lab, "sd21", "a town")
+    # SD 2.1 is not on disk: CLIP's own vocabulary counts it anyway; T5 needs its files
+    assert tab.token_text(lab, "sd21", "a town") == "CLIP: 2 / 75 tokens"
+    assert "T5: appears once the T5 files are on disk" in tab.token_text(lab, "sd3", "a town")
 
 
 def test_readiness_rows_cover_every_backbone(lab):
@@ -97,3 +99,23 @@ def test_the_stop_endpoint_is_the_generate_tabs(lab):
     names = {fn.api_name: fn.fn for fn in build_ui(lab).fns.values()}
     assert names["stop"].__name__ == "_stop" and names["stop"].__module__ == "ui.generate"
     assert "stop_captioning" in names
+
+
+def test_stopping_a_comparison_leaves_the_rest_undone_and_the_grid_says_so(lab, controls):
+    from core.generation.progress import CancelToken
+
+    index = lab.datasets.open()
+    base = tab.request_from_form(lab, controls, form(controls, steps=2))
+    cells = lab.generation.compare_cells(base, ["tiny-sd21"], "seed", "1, 2, 3", index=index)
+    cancel = CancelToken()
+    results = lab.generation.compare(cells, index, cancel=cancel,
+                                     on_cell=lambda i, n, cell: cancel.cancel() if i == 1 else None)
+    assert results[0].run is not None and [r.error for r in results[1:]] == ["stopped", "stopped"]
+    picture, files, summary = tab.compare_view(lab, index, base, "seed", "1, 2, 3", results)
+    assert len(files) == 1 and "Made 1 of 3 cells" in summary and "stopped before 2" in summary
+    assert files[0].endswith("r1-c1_tiny-sd21_seed-1.png")
+    assert picture.ndim == 3
+
+
+def test_the_default_backbone_is_one_on_disk(lab):
+    assert tab.default_backbone(lab)["value"] == "tiny-sd21"

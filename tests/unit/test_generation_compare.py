@@ -19,13 +19,14 @@ def test_a_seed_sweep_gives_each_cell_its_own_seed_and_one_image():
     assert [c.label for c in cells] == [f"Stable Diffusion 2.1 · seed {i}" for i in (1, 2, 3)]
 
 
-def test_rows_are_backbones_and_other_backbones_use_their_own_defaults():
+def test_every_cell_keeps_the_users_settings_unless_its_backbone_cannot_and_says_so():
     cells = plan_cells(BASE, [get("sd21").spec, get("sdxl-turbo").spec], "strength", "0.5, 1")
-    assert [(c.request.backbone, c.request.strength) for c in cells] == [
-        ("sd21", 0.5), ("sd21", 1.0), ("sdxl-turbo", 0.5), ("sdxl-turbo", 1.0)]
-    assert cells[0].request.steps == 12  # the base backbone keeps what the user set
-    assert cells[2].request.steps == get("sdxl-turbo").spec.defaults["steps"]
-    assert cells[2].request.guidance == 0.0
+    assert [(c.row, c.column, c.request.backbone, c.request.strength) for c in cells] == [
+        (0, 0, "sd21", 0.5), (0, 1, "sd21", 1.0), (1, 0, "sdxl-turbo", 0.5), (1, 1, "sdxl-turbo", 1.0)]
+    assert cells[0].request.steps == 12 and cells[0].note == ""  # SD 2.1 takes what the user set
+    turbo = cells[2]
+    assert turbo.request.steps == 4 and "range is 1 to 4" in turbo.note  # distilled for 1-4 steps
+    assert turbo.request.guidance == 0.0 and "no guidance setting" in turbo.note
 
 
 def test_no_sweep_is_one_column():

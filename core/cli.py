@@ -20,6 +20,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("index", help="count scenes, buildings and problems of an xBD folder")
     p.add_argument("--data", type=Path, required=True, help="the xBD folder")
+    p.add_argument("--check", action="store_true",
+                   help="also read every image and label in full, in parallel, and list each bad file")
     p.add_argument("--json", action="store_true", help="print JSON")
 
     p = sub.add_parser("score", help="score a prediction against a target, or every run")
@@ -115,9 +117,17 @@ def _lab(args, **overrides):
 
 def cmd_index(args) -> dict:
     index = _lab(args).datasets.open(args.data)
+    # with --check every bad file becomes one of the problems listed
+    check = index.check_files(progress=_print_checked) if args.check else None
     counts = index.counts()
+    if check is not None:
+        counts["checked_files"] = check.files
     counts["problems"] = [{"path": str(p.path), "message": p.message} for p in index.problems]
     return counts
+
+
+def _print_checked(done: int, total: int) -> None:
+    print(f"  checked {done}/{total} files", file=sys.stderr, end="\r" if done != total else "\n")
 
 
 def cmd_score(args) -> dict | list:
@@ -181,8 +191,34 @@ def cmd_generate(args) -> dict:
                   "guidance": args.guidance, "strength": args.strength, "size": args.size,
                   "seed": args.seed, "num_images": args.num_images}
         lines = [{k: v for k, v in fields.items() if v is not None}]
-    return lab.generation.generate_batch(lines, index, attention=args.attention, on_start=_print_start,
-                                         on_step=_print_step)
+    result = lab.generation.generate_batch(lines, index, attention=args.attention, on_start=_print_start,
+                                           on_step=_print_step)
+    if args.attention:
+        _print_shares(lab, result["runs"])
+    return result
+
+
+def _print_shares(lab, run_ids: list[str]) -> None:
+    """Each run's saved attention shares (attention/shares.json) as a short table on stderr:
+    per word, its share of attention inside each region; the pixels row is each region's
+    share of the image ("-": the region has no pixels)."""
+    from core.attention.analysis import SHARES_FILE, load_shares
+    from core.types import MASK_REGIONS
+
+    for run_id in run_ids:
+        folder = lab.runs.open(run_id).path / "attention"
+        shares = load_shares(folder)
+        if not shares:
+            print(f"{run_id}: no attention shares (no post-event label, or no words)", file=sys.stderr)
+            continue
+        pixels = {r: p for r, (_, p) in next(iter(shares.values())).items()}
+        width = max(len("(pixels)"), *(len(w) for w in shares))
+        print(f"{run_id}: share of each word's attention per region ({folder / SHARES_FILE})", file=sys.stderr)
+        rows = [("word", {r: r for r in MASK_REGIONS}), ("(pixels)", {r: f"{p:.1%}" for r, p in pixels.items()})]
+        rows += [(w, {r: f"{a:.1%}" if pixels[r] > 0 else "-" for r, (a, _) in by.items()}) for w, by in shares.items()]
+        for name, cells in rows:
+            print("  " + f"{name:<{width}}" + "".join(f"  {cells[r]:>{len(r)}}" for r in MASK_REGIONS),
+                  file=sys.stderr)
 
 
 def _print_start(i: int, total: int, request) -> None:

@@ -32,6 +32,8 @@ class Settings:
     offload: "none", "model" or "sequential" CPU offload of the loaded pipeline (GPU only).
     attention_slicing / vae_tiling: trade speed for GPU memory.
     ram_budget_gb: CPU memory for models moved off the GPU, kept for fast switching back.
+    any_folder: let the Browse folder box open any folder even when the app is reachable
+        from other machines (see `folder_roots`).
     """
 
     data_dir: Path = DEMO_SCENES
@@ -47,6 +49,7 @@ class Settings:
     attention_slicing: bool = False
     vae_tiling: bool = False
     ram_budget_gb: float = 16.0
+    any_folder: bool = False
 
     @property
     def runs(self) -> Path:
@@ -57,6 +60,26 @@ class Settings:
     def cache_dir(self) -> Path:
         """Thumbnails and label summaries: `<work_dir>/cache`."""
         return self.work_dir / "cache"
+
+    @property
+    def local_only(self) -> bool:
+        """True when the app listens on a loopback address: only this machine reaches it."""
+        import ipaddress
+
+        host = self.host.strip().strip("[]")
+        if host.lower() == "localhost":
+            return True
+        try:
+            return ipaddress.ip_address(host).is_loopback
+        except ValueError:  # a host name: it may resolve to any interface
+            return False
+
+    @property
+    def folder_roots(self) -> tuple[Path, ...] | None:
+        """The folders (with everything under them) the Browse folder box may open, or None
+        for any folder: an app reachable from other machines opens only `data_dir` unless
+        `any_folder` is set."""
+        return None if self.any_folder or self.local_only else (Path(self.data_dir),)
 
     def auth_pair(self) -> tuple[str, str] | None:
         """`auth` split into (user, password), or None when the app is open."""
@@ -88,6 +111,6 @@ def _convert(name: str, raw: str):
         return int(raw)
     if name == "ram_budget_gb":
         return float(raw)
-    if name in ("lpips_random_backbone", "test_backbones", "attention_slicing", "vae_tiling"):
+    if name in ("lpips_random_backbone", "test_backbones", "attention_slicing", "vae_tiling", "any_folder"):
         return raw.strip().lower() in ("1", "true", "yes", "on")
     return raw

@@ -50,3 +50,39 @@ class GenerationCancelled(LabError):
 
 class RequestError(LabError):
     """A generation request asks for something its backbone cannot do."""
+
+
+class SaveError(LabError):
+    """A file could not be written (a full disk, a read-only folder, any other OS error);
+    what was saved before is intact."""
+
+    @classmethod
+    def from_os(cls, err: OSError, what: str, folder, option: str) -> "SaveError":
+        """'Could not save `what` in `folder`: <the OS's reason>. <what to do>', where the
+        advice names `option`, the flag choosing that folder (e.g. "--runs")."""
+        import errno
+
+        reason = err.strerror or str(err) or type(err).__name__
+        if err.errno in (errno.ENOSPC, errno.EDQUOT):
+            advice = f"Free some space or choose another {option} folder."
+        elif err.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+            advice = f"Make the folder writable or choose another {option} folder."
+        else:
+            advice = f"Check the folder or choose another {option} folder."
+        return cls(f"Could not save {what} in {folder}: {reason}. {advice}")
+
+
+class LaunchError(LabError):
+    """The app cannot start as asked: a malformed --auth, a port already in use."""
+
+    @classmethod
+    def cannot_listen(cls, host: str, port: int, err: OSError) -> "LaunchError":
+        """Why the app cannot listen on `host`:`port`, and what to do."""
+        import errno
+
+        if err.errno == errno.EADDRINUSE or "empty port" in str(err):  # gradio: "Cannot find empty port"
+            return cls(f"Port {port} on {host} is already in use (another program, or this app "
+                       "started twice). Stop it, or choose another port with --port.")
+        reason = err.strerror or str(err) or type(err).__name__
+        return cls(f"Cannot listen on {host}:{port}: {reason}. Use an address of this machine with "
+                   "--host (127.0.0.1 for this machine only, 0.0.0.0 for every network).")

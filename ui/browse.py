@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import gradio as gr
 
-from core.errors import LabelError, LabError
+from core.errors import ImageError, LabelError, LabError
 from core.types import DAMAGE_CLASSES
 from ui.common import INTERNAL, bind, user_errors
 
@@ -43,6 +43,7 @@ def build_browse(lab, demo: gr.Blocks) -> BrowseHandles:
                                 info="An xBD folder: the official release, per-disaster folders, "
                                      "512 px course tiles or a flat folder of *_pre/post_disaster.png")
             open_btn = gr.Button("Open", scale=1, variant="primary")
+            check_btn = gr.Button("Check files", scale=1, elem_id="browse-check")
         status = gr.Markdown(elem_id="browse-status")
         with gr.Row():
             split = gr.Dropdown([ALL], value=ALL, label="Split")
@@ -92,6 +93,7 @@ def build_browse(lab, demo: gr.Blocks) -> BrowseHandles:
     gr.on([demo.load, open_btn.click, folder.submit], bind(open_folder, lab), folder,
           [opened, status, split, disaster, dtype], api_name="open_folder").then(
         bind(apply_filters, lab), filters, [ids, page, gallery, page_info], **INTERNAL)
+    check_btn.click(bind(check_files, lab), opened, status, api_name="check_files")
     for f in (split, disaster, dtype, damage):
         f.input(bind(apply_filters, lab), filters, [ids, page, gallery, page_info], **INTERNAL)
     query.submit(bind(apply_filters, lab), filters, [ids, page, gallery, page_info], api_name="filter_scenes")
@@ -111,11 +113,24 @@ def build_browse(lab, demo: gr.Blocks) -> BrowseHandles:
 @user_errors
 def open_folder(lab, path):
     """Index the folder at `path` afresh. Returns its resolved path, the status line (scene
-    count and problems) and the split, disaster and disaster-type filters, all at "All"."""
-    index = lab.datasets.open(path, refresh=True)
+    count and problems) and the split, disaster and disaster-type filters, all at "All".
+    An app reachable from other machines opens only folders under its --data folder
+    (Settings.folder_roots)."""
+    index = lab.datasets.open(path, refresh=True, within=lab.settings.folder_roots)
     dropdown = lambda values, label: gr.Dropdown([ALL] + values, value=ALL, label=label)  # noqa: E731
     return (str(index.root), _status(index), dropdown(index.splits(), "Split"),
             dropdown(index.disasters(), "Disaster"), dropdown(index.disaster_types(), "Disaster type"))
+
+
+@user_errors
+def check_files(lab, path, progress=gr.Progress()):
+    """Read every image and label of the folder at `path` in full (in parallel, with
+    progress); the status line then lists every problem, each bad file with what is wrong."""
+    index = lab.datasets.open(path)
+    check = index.check_files(progress=lambda done, total: progress((done, total), desc="Checking files"))
+    n_bad = len(check.problems)
+    verdict = f"{n_bad} bad file(s) or pair(s), listed below" if n_bad else "every one is readable"
+    return f"Checked {check.files} files: {verdict}.\n\n" + _status(index)
 
 
 @user_errors
@@ -166,7 +181,8 @@ def _status(index) -> str:
     text = f"**{len(index.scenes)} scenes** in `{index.root}`"
     if n_problems:
         shown = "\n".join(f"- `{p.path.name}`: {p.message}" for p in index.problems[:20])
-        more = f"\n- … and {n_problems - 20} more" if n_problems > 20 else ""
+        more = (f"\n- … and {n_problems - 20} more (`python -m core index --data {index.root} --check` "
+                "lists them all)") if n_problems > 20 else ""
         text += f" · ⚠ {n_problems} problem(s):\n{shown}{more}"
     return text
 
@@ -176,14 +192,16 @@ def _page(lab, index, scene_ids, page_no):
     from core.data.images import thumbnail
 
     chunk = scene_ids[page_no * PAGE_SIZE:(page_no + 1) * PAGE_SIZE]
-    items = []
+    items, failed = [], {}
     for scene_id in chunk:
         scene = index.get(scene_id)
         image = scene.post_image or scene.pre_image
         try:
             items.append((str(thumbnail(image, lab.settings.cache_dir)), scene_id))
-        except LabError as err:  # a corrupt file must not empty the whole page
-            gr.Warning(str(err))
+        except LabError as err:  # a corrupt or huge file must not empty the whole page
+            failed.setdefault(str(err))
+    for message in failed:  # once each: a full disk fails every thumbnail the same way
+        gr.Warning(message)
     pages = max(1, -(-len(scene_ids) // PAGE_SIZE))
     info = f"{len(scene_ids)} scenes · page {page_no + 1} of {pages}" if scene_ids else "No scene matches."
     return items, info
@@ -196,27 +214,34 @@ def _scene_view(lab, index, scene_id, show_overlay, view_mode):
         return ("Pick a scene on the left.", None, None, None, None, None, gr.HTML(visible=False),
                 gr.Button(interactive=False), gr.Button(interactive=False))
     scene = index.get(scene_id.strip())
-    images = {phase: _picture(index, scene, phase, show_overlay) for phase in ("pre", "post")}
+    bad: list[str] = []
+    images = {phase: _picture(index, scene, phase, show_overlay, bad) for phase in ("pre", "post")}
     info = index.scene_info(scene)
     title = f"### {scene.scene_id}\n{scene.disaster or 'unknown disaster'} · " \
             f"{info.disaster_type or 'type unknown'}" + (f" · split {scene.split}" if scene.split else "")
     if scene.post_image is None:
         title += "\n\n⚠ No post-event image for this scene."
+    title += "".join(f"\n\n⚠ {message}" for message in bad)  # which file, and what to do
     both = images["pre"] is not None and images["post"] is not None
     return (title, images["pre"], images["post"], (images["pre"], images["post"]) if both else None,
             _counts_rows(info), _meta_rows(index, scene),
             gr.HTML(legend_html(), visible=bool(show_overlay)),
-            gr.Button(interactive=scene.post_image is not None), gr.Button(interactive=scene.pre_image is not None))
+            gr.Button(interactive=images["post"] is not None), gr.Button(interactive=images["pre"] is not None))
 
 
-def _picture(index, scene, phase, show_overlay):
-    """One tile of the scene, with footprints drawn when asked; None if the file is absent.
-    A broken label only costs the overlay (with a warning), never the picture."""
+def _picture(index, scene, phase, show_overlay, bad):
+    """One tile of the scene, with footprints drawn when asked; None if the file is absent
+    or cannot be read (then what is wrong with it is added to `bad`). A broken label only
+    costs the overlay (with a warning), never the picture."""
     from core.data.overlay import draw_footprints
 
     if scene.image(phase) is None:
         return None
-    image = index.load_image(scene, phase)
+    try:
+        image = index.load_image(scene, phase)
+    except ImageError as err:
+        bad.append(str(err))
+        return None
     if show_overlay:
         label = _label_or_warn(index, scene, phase)
         if label is not None:

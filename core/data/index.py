@@ -21,16 +21,23 @@ Label parsing happens on demand: `label()` parses one file fully (core.data.labe
 LRU cache); `scene_info()`, `filter(damage=...)` and `counts()` use light summaries,
 stored in a persistent JSON cache under `cache_dir` keyed by label path, mtime_ns and size,
 so a second open of the full release parses nothing.
+
+Nothing checks that the files themselves are sound until they are read; `check_files()`
+reads every one of them (images decoded in full, labels parsed in full) in a process pool
+and records a problem for each bad file.
 """
 
 from __future__ import annotations
 
 import difflib
 import json
+import multiprocessing
 import os
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -86,6 +93,15 @@ class SceneInfo:
     disaster_type: str | None
     counts: dict[str, int] | None
     has_labels: bool
+
+
+@dataclass(frozen=True)
+class FileCheck:
+    """What `DatasetIndex.check_files` found: `files` read, and the `problems` (each bad
+    file with what is wrong, and pre/post pairs of different sizes) in path order."""
+
+    files: int
+    problems: list[Problem]
 
 
 # -- persistent summary cache ------------------------------------------------------------
@@ -402,19 +418,59 @@ class DatasetIndex:
 
         found: list[Problem] = []
         sizes = {}
-        for phase, path in (("pre", scene.pre_image), ("post", scene.post_image)):
+        for path in (scene.pre_image, scene.post_image):
             if path is None:
                 continue
             try:
-                sizes[phase] = image_size(path)
+                sizes[path] = image_size(path)
             except ImageError as err:
                 found.append(self.report(path, str(err)))
-        if len(sizes) == 2 and sizes["pre"] != sizes["post"]:
-            (w0, h0), (w1, h1) = sizes["pre"], sizes["post"]
-            found.append(self.report(scene.post_image, (
-                f"The pre image of {scene.scene_id} is {w0}x{h0} px but the post image is "
-                f"{w1}x{h1} px; pairs must have one size. Re-export one of them.")))
-        return found
+        mismatch = self._pair_mismatch(scene, sizes)
+        return found + ([mismatch] if mismatch else [])
+
+    def _pair_mismatch(self, scene: Scene, sizes: dict) -> Problem | None:
+        """Record (and return) a problem when the scene's pre and post images, of `sizes`
+        {path: (w, h)}, differ in size; None when they match or a size is unknown."""
+        pre, post = sizes.get(scene.pre_image), sizes.get(scene.post_image)
+        if pre is None or post is None or pre == post:
+            return None
+        (w0, h0), (w1, h1) = pre, post
+        return self.report(scene.post_image, (
+            f"The pre image of {scene.scene_id} is {w0}x{h0} px but the post image is "
+            f"{w1}x{h1} px; pairs must have one size. Re-export one of them."))
+
+    def check_files(self, *, workers: int | None = None,
+                    progress: Callable[[int, int], None] | None = None) -> FileCheck:
+        """Read every file of the index: each image (pre, post, target) decoded in full,
+        each label parsed in full, in a pool of `workers` processes (default: one per CPU).
+        Records a problem for every file that cannot be used (an unreadable or too large
+        image, a label that is not JSON, lacks keys or has a malformed polygon) and for
+        pre/post pairs of different sizes. `progress(done, total)` is called as files
+        finish. The problems found are also recorded in `problems`."""
+        from PIL import Image
+
+        jobs: dict[str, str] = {}
+        for scene in self.scenes:
+            jobs.update((str(p), "image") for p in (scene.pre_image, scene.post_image, scene.target) if p)
+            jobs.update((str(p), "label") for p in (scene.pre_label, scene.post_label) if p)
+        items = sorted(jobs.items())
+        chunks = [items[i:i + _CHECK_CHUNK] for i in range(0, len(items), _CHECK_CHUNK)]
+        sizes: dict[Path, tuple[int, int]] = {}
+        found: list[Problem] = []
+        done = 0
+        if progress:
+            progress(0, len(items))
+        for results in _checked(chunks, workers or os.cpu_count() or 2, Image.MAX_IMAGE_PIXELS):
+            for path, size, error in results:
+                if error is not None:
+                    found.append(self.report(path, error))
+                elif size is not None:
+                    sizes[Path(path)] = (size[0], size[1])
+            done += len(results)
+            if progress:
+                progress(done, len(items))
+        found.extend(filter(None, (self._pair_mismatch(scene, sizes) for scene in self.scenes)))
+        return FileCheck(files=len(items), problems=sorted(found, key=lambda p: str(p.path)))
 
     def load_image(self, scene: Scene, phase: str):
         """The scene's `phase` image as uint8 RGB (core.data.images.load_rgb); records a
@@ -429,6 +485,48 @@ class DatasetIndex:
         except ImageError as err:
             self.report(path, str(err))
             raise
+
+
+# -- checking files (in worker processes) ------------------------------------------------
+
+_CHECK_CHUNK = 32  # files per task: few round trips, and progress still moves
+
+
+def _checked(chunks: list, workers: int, max_pixels: int | None):
+    """The results of `_check_chunk` for each chunk, as they finish: in this process when
+    there is one chunk or one worker (starting processes costs more), else in `workers`
+    spawned processes (safe from the threaded app; they get this process's pixel limit)."""
+    if len(chunks) <= 1 or workers <= 1:
+        yield from (_check_chunk(chunk, max_pixels) for chunk in chunks)
+        return
+    with ProcessPoolExecutor(max_workers=min(workers, len(chunks)),
+                             mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = [pool.submit(_check_chunk, chunk, max_pixels) for chunk in chunks]
+        yield from (future.result() for future in as_completed(futures))
+
+
+def _check_chunk(jobs: list[tuple[str, str]], max_pixels: int | None) -> list[tuple]:
+    """Check (path, "image" | "label") files with `max_pixels` as PIL's limit (in a worker
+    process, or in this one): (path, (w, h) of an image or None, None) for a sound file,
+    (path, None, what is wrong) for a bad one."""
+    from PIL import Image
+
+    from core.data.images import verify_image
+
+    Image.MAX_IMAGE_PIXELS = max_pixels
+    out = []
+    for path, kind in jobs:
+        try:
+            if kind == "image":
+                out.append((path, verify_image(path), None))
+            else:
+                _labels.load_label(path)
+                out.append((path, None, None))
+        except (ImageError, LabelError) as err:
+            out.append((path, None, str(err)))
+        except Exception as err:  # noqa: BLE001 - one odd file must not end the check
+            out.append((path, None, f"{path} cannot be read ({type(err).__name__}: {err})."))
+    return out
 
 
 # -- scanning ------------------------------------------------------------------------------

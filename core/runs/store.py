@@ -9,8 +9,10 @@ Layout of one run::
 
 A run is assembled in a hidden temporary folder and renamed into place, and every JSON
 file is written to a temporary file and ``os.replace``-d, so a crash leaves either the old
-state or the new one, never half a file. Folders whose run.json cannot be read are skipped
-by :meth:`RunStore.list` and reported in :attr:`RunStore.problems`.
+state or the new one, never half a file; an OS error while writing (a full disk, a
+read-only folder) is a SaveError saying what happened and what to do. Folders whose
+run.json cannot be read are skipped by :meth:`RunStore.list` and reported in
+:attr:`RunStore.problems`.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from typing import Mapping
 import numpy as np
 from PIL import Image, PngImagePlugin
 
-from core.errors import RunError
+from core.errors import RunError, SaveError
 from core.io import TMP_PREFIX, atomic_write_text, dumps, library_versions
 from core.types import Problem, Scores
 
@@ -161,7 +163,10 @@ class Run:
         with _SCORES_LOCK:
             kept = [e for e in self.scores() if _settings_key(e.get("settings")) != key]
             kept.append(entry)
-            atomic_write_text(self.scores_path, dumps(kept))
+            try:
+                atomic_write_text(self.scores_path, dumps(kept))
+            except OSError as err:  # the previous scores.json stays as it was
+                raise SaveError.from_os(err, f"the scores of run {self.run_id}", self.path, "--runs") from err
         return entry
 
     def latest_scores(self, settings_dict: Mapping | None = None) -> dict | None:
@@ -218,6 +223,14 @@ class RunStore:
             "created": now.isoformat(timespec="microseconds"),
             "versions": library_versions(),
         }
+        try:
+            self._write(run_id, pil, clean, record)
+        except OSError as err:  # a full disk, a read-only folder: say so, keep what was saved
+            raise SaveError.from_os(err, "the run", self.root, "--runs") from err
+        return Run(self.root / run_id, record)
+
+    def _write(self, run_id: str, pil: Image.Image, clean: dict, record: dict) -> None:
+        """Assemble the run in a hidden temporary folder, then rename it into place."""
         self.root.mkdir(parents=True, exist_ok=True)
         tmp_dir = Path(tempfile.mkdtemp(dir=self.root, prefix=TMP_PREFIX + run_id + "."))
         try:
@@ -229,7 +242,6 @@ class RunStore:
         except BaseException:
             shutil.rmtree(tmp_dir, ignore_errors=True)
             raise
-        return Run(self.root / run_id, record)
 
     def delete(self, run_id: str) -> None:
         """Remove a run folder (RunError if there is none)."""

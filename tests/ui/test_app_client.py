@@ -62,3 +62,39 @@ def test_files_outside_the_given_folders_are_not_served(app_url):
         with pytest.raises(urllib.error.HTTPError) as err:
             urllib.request.urlopen(f"{app_url}gradio_api/file={path}", timeout=10)
         assert err.value.code in (403, 404)
+
+
+def test_check_files_reads_the_open_folder(client):
+    client.predict(str(DEMO_SCENES), api_name="/open_folder")
+    status = client.predict(api_name="/check_files")
+    assert status.startswith("Checked 30 files: every one is readable.") and "scenes" in status
+
+
+def test_a_run_that_cannot_be_saved_says_why_and_what_to_do(client, scene_id, monkeypatch):
+    import errno
+    import os
+
+    from core.runs import store as store_module
+
+    def no_space(*args, **kwargs):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    before = client.predict(scene_id, api_name="/list_runs")
+    monkeypatch.setattr(store_module, "atomic_write_text", no_space)  # the app runs in this process
+    with pytest.raises(Exception, match=r"Could not save the run in .*: No space left on device\. "
+                                        r"Free some space or choose another --runs folder\."):
+        client.predict(scene_id, [], api_name="/add_baseline")
+    monkeypatch.undo()
+    assert client.predict(scene_id, api_name="/list_runs") == before  # nothing half-saved appeared
+
+
+def test_an_upload_past_the_pixel_limit_is_named_in_evaluate(client, scene_id, monkeypatch, tmp_path):
+    from gradio_client import handle_file
+    from PIL import Image
+
+    big = tmp_path / "my_prediction.png"
+    Image.new("RGB", (64, 64)).save(big)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
+    with pytest.raises(Exception, match=r"my_prediction\.png is 64×64 px, larger than the 1000 px this app opens; "
+                                        r"crop or downscale it"):
+        client.predict(scene_id, [handle_file(str(big))], [], api_name="/add_uploads")

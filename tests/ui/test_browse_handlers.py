@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from core.config import DEMO_SCENES, Settings
-from ui.browse import ALL, PAGE_SIZE, apply_filters, open_folder, pick, show, switch_view, turn_page
+from ui.browse import ALL, PAGE_SIZE, apply_filters, check_files, open_folder, pick, show, switch_view, turn_page
 
 NO_FILTER = (ALL, ALL, ALL, ALL, "")
 
@@ -101,3 +101,110 @@ def test_the_view_switches_between_side_by_side_and_the_slider():
     assert not row.visible and slider.visible
     row, slider = switch_view("Side by side")
     assert row.visible and not slider.visible
+
+
+# -- bad files, huge images, a full disk, and which folders open -------------------------------
+
+def lab_for(tmp_path, data_dir=DEMO_SCENES, **settings):
+    from core.lab import Lab
+
+    return Lab(Settings.load(env={}, data_dir=data_dir, work_dir=tmp_path / "work", **settings))
+
+
+def test_check_files_lists_each_bad_file_and_what_is_wrong(tmp_path):
+    from tests import xbd_trees as T
+
+    root = T.make_flat(tmp_path / "data")
+    corrupt = T.write_corrupt_png(root / "socal-fire_00000022_pre_disaster.png")
+    not_json = T.write_not_json(root / "hurricane-florence_00000021_post_disaster.json")
+    lab = lab_for(tmp_path, root)
+    opened, status, *_ = open_folder(lab, str(root))
+    assert corrupt.name not in status  # opening reads names only
+    status = check_files(lab, opened)
+    assert status.startswith("Checked 8 files: 2 bad file(s) or pair(s)")
+    assert f"`{corrupt.name}`: {corrupt} is not a readable PNG" in status
+    assert f"`{not_json.name}`: Label file {not_json} is not valid JSON" in status
+
+
+def test_a_scene_with_a_bad_tile_says_which_file_and_what_to_do(tmp_path):
+    from tests import xbd_trees as T
+
+    root = T.make_flat(tmp_path / "data")
+    corrupt = T.write_corrupt_png(root / "socal-fire_00000022_post_disaster.png")
+    lab = lab_for(tmp_path, root)
+    title, pre, post, pair, *_, to_evaluate, to_generate = show(lab, str(root), "socal-fire_00000022", True,
+                                                                "Side by side")
+    assert f"⚠ {corrupt} is not a readable PNG" in title and "Re-download or remove it." in title
+    assert pre.shape == (32, 32, 3) and post is None and pair is None  # the sound tile still shows
+    assert not to_evaluate.interactive and to_generate.interactive
+
+
+def test_a_huge_tile_is_named_and_the_rest_of_the_gallery_shows(tmp_path, monkeypatch):
+    from PIL import Image
+
+    from tests import xbd_trees as T
+
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 2000)
+    root = T.make_flat(tmp_path / "data")
+    big = T.write_png(root / "socal-fire_00000022_post_disaster.png", 64)
+    lab = lab_for(tmp_path, root)
+    with pytest.warns(UserWarning) as caught:
+        ids, _, thumbs, _ = apply_filters(lab, str(root), *NO_FILTER)
+    assert ids == ["hurricane-florence_00000021", "socal-fire_00000022"]
+    assert [caption for _, caption in thumbs] == ["hurricane-florence_00000021"]
+    assert [str(w.message) for w in caught] == [
+        f"{big} is 64×64 px, larger than the 2000 px this app opens; crop or downscale it (e.g. into 1024 px tiles)."]
+    title, pre, post, *_ = show(lab, str(root), "socal-fire_00000022", False, "Side by side")
+    assert "is 64×64 px, larger than the 2000 px" in title and post is None and pre is not None
+
+
+def test_thumbnails_on_a_full_disk_warn_once_and_say_what_to_do(tmp_path, monkeypatch):
+    import errno
+    import os
+
+    from core.data import images
+
+    def no_space(*args, **kwargs):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(images, "atomic_file", no_space)
+    lab = lab_for(tmp_path)
+    with pytest.warns(UserWarning) as caught:
+        ids, _, thumbs, _ = apply_filters(lab, str(DEMO_SCENES), *NO_FILTER)
+    assert len(ids) == 6 and thumbs == []
+    thumbs_dir = lab.settings.cache_dir / "thumbnails"
+    assert [str(w.message) for w in caught] == [
+        f"Could not save a thumbnail in {thumbs_dir}: No space left on device. "
+        "Free some space or choose another --work folder."]
+
+
+@pytest.fixture
+def trees(tmp_path):
+    """A data root holding two datasets, a dataset outside it, and a link from inside to outside."""
+    from tests import xbd_trees as T
+
+    root = tmp_path / "root"
+    inner = T.make_flat(root / "a")
+    T.make_flat(root / "b")
+    outside = T.make_flat(tmp_path / "elsewhere")
+    (root / "link").symlink_to(outside, target_is_directory=True)
+    return root, inner, outside
+
+
+def test_a_reachable_app_opens_only_folders_under_its_data_folder(tmp_path, trees):
+    root, inner, outside = trees
+    lab = lab_for(tmp_path, root, host="0.0.0.0")
+    assert open_folder(lab, str(inner))[0] == str(inner.resolve())  # under --data
+    assert open_folder(lab, str(root / "b" / ".." / "b"))[0] == str((root / "b").resolve())
+    for elsewhere in (outside, root / "link", root / "a" / ".." / "..", tmp_path / "no-such-folder"):
+        with pytest.raises(gr.Error, match="reachable from other machines") as err:
+            open_folder(lab, str(elsewhere))
+        assert "--any-folder" in str(err.value) and str(root.resolve()) in str(err.value)
+    assert outside.resolve() not in lab.datasets.allowed_roots()  # never indexed
+
+
+@pytest.mark.parametrize("settings", [{"host": "127.0.0.1"}, {"host": "0.0.0.0", "any_folder": True}])
+def test_this_machine_only_or_any_folder_opens_any_folder(tmp_path, trees, settings):
+    root, _, outside = trees
+    lab = lab_for(tmp_path, root, **settings)
+    assert open_folder(lab, str(outside))[0] == str(outside.resolve())

@@ -130,3 +130,52 @@ def test_module_entry_point_prints_readable_text(tmp_path):
                           str(DEMO_SCENES)], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.startswith("scenes:")
+
+
+def test_index_check_reads_every_file_and_lists_each_bad_one(cli, tmp_path, monkeypatch):
+    from tests import xbd_trees as T
+
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 2000)
+    root = T.make_official(tmp_path / "xbd", targets=False)
+    broken = T.write_corrupt_png(root / "train/images/socal-fire_00000003_post_disaster.png")
+    not_json = T.write_not_json(root / "test/labels/palu-tsunami_00000004_post_disaster.json")
+    huge = T.write_png(root / "hold/images/mexico-earthquake_00000007_pre_disaster.png", 64)
+
+    code, quick, _ = cli("index", "--data", str(root), "--json")  # names only, labels when counting
+    assert code == 0 and "checked_files" not in quick
+    assert [p["path"] for p in quick["problems"]] == [str(not_json)]
+
+    code, data, err = cli("index", "--data", str(root), "--check", "--json")
+    assert code == 0 and data["checked_files"] == 4 * 7 and "checked 28/28 files" in err
+    problems = {p["path"]: p["message"] for p in data["problems"]}
+    assert set(problems) == {str(broken), str(not_json), str(huge)}
+    assert "not a readable PNG" in problems[str(broken)] and "not valid JSON" in problems[str(not_json)]
+    assert problems[str(huge)].endswith("is 64×64 px, larger than the 2000 px this app opens; "
+                                        "crop or downscale it (e.g. into 1024 px tiles).")
+
+
+def test_score_of_an_image_past_the_pixel_limit_says_so(cli, tmp_path, monkeypatch):
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
+    big = tmp_path / "big_post_disaster.png"
+    Image.new("RGB", (64, 48)).save(big)
+    code, _, err = cli("score", "--pred", str(big), "--target", str(big), "--json")
+    assert code == 2 and f"{big} is 64×48 px, larger than the 1000 px this app opens" in err
+    assert "Traceback" not in err
+
+
+def test_a_full_disk_while_saving_runs_is_one_clear_error(cli, tmp_path, monkeypatch):
+    import errno
+    import os
+
+    from core.runs import store as store_module
+
+    def no_space(*args, **kwargs):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(store_module, "atomic_write_text", no_space)
+    runs = tmp_path / "runs"
+    code, _, err = cli("baseline", "--data", str(DEMO_SCENES), "--runs", str(runs), "--json")
+    assert code == 2
+    assert err.strip() == (f"error: Could not save the run in {runs}: No space left on device. "
+                           "Free some space or choose another --runs folder.")
+    assert [p.name for p in runs.iterdir()] == []  # no half-written run

@@ -186,3 +186,23 @@ def test_sd3_joint_attention_maps_cover_clip_and_t5(tmp_path, monkeypatch, capsy
     words = json.loads((runs / out["runs"][0] / "attention" / "words.json").read_text())["words"]
     assert [w["word"] for w in words] == ["burnt", "roofs", "near", "the", "road"]
     assert all(any(t < 77 for t in w["tokens"]) and any(t >= 77 for t in w["tokens"]) for w in words)
+
+
+def test_attention_prints_each_words_saved_share_per_damage_class(cli, tmp_path):
+    from core.attention.analysis import load_shares
+    from core.types import MASK_REGIONS
+
+    runs = tmp_path / "runs"
+    code, out, err = cli("generate", "--data", str(DEMO_SCENES), "--runs", str(runs), *TINY,
+                         "--prompt", "12 burnt roofs near the town's road", "--attention")
+    assert code == 0, err
+    folder = runs / out["runs"][0] / "attention"
+    shares = load_shares(folder)  # saved with the run, at the label's resolution
+    assert list(shares) == ["12", "burnt", "roofs", "near", "the", "town's", "road"]
+    assert f"share of each word's attention per region ({folder / 'shares.json'})" in err
+    table = {line.split()[0]: line.split()[1:] for line in err.splitlines() if line.startswith("  ")}
+    assert table["word"] == list(MASK_REGIONS)
+    pixels = {r: p for r, (_, p) in shares["roofs"].items()}
+    assert table["(pixels)"] == [f"{pixels[r]:.1%}" for r in MASK_REGIONS]
+    for word, by_region in shares.items():
+        assert table[word] == [f"{by_region[r][0]:.1%}" if pixels[r] > 0 else "-" for r in MASK_REGIONS]

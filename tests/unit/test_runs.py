@@ -1,5 +1,6 @@
 """core.runs.store: run folders, records, scores, atomic writes and safety."""
 
+import errno
 import json
 import math
 import os
@@ -12,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from core.errors import RunError
+from core.errors import RunError, SaveError
 from core.io import LIBRARIES
 from core.metrics.scoring import score_pair, scores_from_dict
 from core.runs import store as store_module
@@ -201,7 +202,7 @@ def test_crash_mid_write_leaves_no_half_run(store, monkeypatch):
         raise OSError("disk full (simulated)")
 
     monkeypatch.setattr(store_module.os, "fsync", crash)
-    with pytest.raises(OSError, match="simulated"):
+    with pytest.raises(SaveError, match="simulated"):
         make(store, seed=2)
     # nothing half-written is visible: one complete run, no stray run.json or temp files
     assert [r.run_id for r in store.list()] == [keep.run_id] and store.problems == []
@@ -214,7 +215,7 @@ def test_crash_mid_write_leaves_no_half_run(store, monkeypatch):
     keep.save_scores(score_pair(img, img, settings=MetricSettings()))
     before = keep.scores_path.read_text()
     monkeypatch.setattr(store_module.os, "fsync", crash)
-    with pytest.raises(OSError):
+    with pytest.raises(SaveError):
         keep.save_scores(score_pair(img, rand_u8(img.shape, 7), settings=MetricSettings()))
     assert keep.scores_path.read_text() == before
     assert sorted(p.name for p in keep.path.iterdir()) == ["image.png", "run.json",
@@ -236,3 +237,57 @@ def test_leftovers_of_a_killed_write_are_cleaned_and_fresh_ones_kept(store, tmp_
     assert store.clean_leftovers() == 2
     assert not old_dir.exists() and not old_file.exists() and fresh.exists()
     assert [r.run_id for r in store.list()] == [run.run_id]
+
+
+def _no_space(*args, **kwargs):
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+@pytest.mark.parametrize("where", ["image", "record", "rename", "folder"])
+def test_a_full_disk_says_what_happened_and_what_to_do_and_keeps_saved_runs(store, monkeypatch, where):
+    keep = make(store, seed=1)
+    before = sorted(p.name for p in keep.path.iterdir())
+    if where == "image":
+        monkeypatch.setattr(Image.Image, "save", _no_space)
+    elif where == "record":
+        monkeypatch.setattr(store_module, "atomic_write_text", _no_space)
+    elif where == "rename":
+        monkeypatch.setattr(store_module.os, "replace", _no_space)
+    else:
+        monkeypatch.setattr(store_module.tempfile, "mkdtemp", _no_space)
+    with pytest.raises(SaveError) as err:
+        make(store, seed=2)
+    assert str(err.value) == (f"Could not save the run in {store.root}: No space left on device. "
+                              "Free some space or choose another --runs folder.")
+    monkeypatch.undo()
+    # the run folder appears complete or not at all; the run saved before is untouched
+    assert sorted(p.name for p in store.root.iterdir()) == [keep.run_id]
+    assert [r.run_id for r in store.list()] == [keep.run_id] and store.problems == []
+    assert sorted(p.name for p in keep.path.iterdir()) == before and keep.image().shape == (24, 32, 3)
+
+
+def test_scores_that_cannot_be_written_keep_the_previous_ones(store, monkeypatch):
+    run = make(store)
+    img = run.image()
+    run.save_scores(score_pair(img, img, settings=MetricSettings()))
+    before = run.scores_path.read_text()
+    monkeypatch.setattr(store_module, "atomic_write_text", _no_space)
+    with pytest.raises(SaveError, match=r"Could not save the scores of run .* No space left on device\. "
+                                        r"Free some space or choose another --runs folder\."):
+        run.save_scores(score_pair(img, rand_u8(img.shape, 3), settings=MetricSettings(luma=True)))
+    assert run.scores_path.read_text() == before
+
+
+def test_a_read_only_runs_folder_says_so(store):
+    make(store)
+    os.chmod(store.root, 0o555)
+    try:
+        if os.access(store.root, os.W_OK):
+            pytest.skip("running as root: chmod does not stop writes")
+        with pytest.raises(SaveError) as err:
+            make(store, seed=5)
+        assert f"Could not save the run in {store.root}: Permission denied." in str(err.value)
+        assert "Make the folder writable or choose another --runs folder." in str(err.value)
+        assert len(store.list()) == 1
+    finally:
+        os.chmod(store.root, 0o755)

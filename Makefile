@@ -40,5 +40,8 @@ bench: setup
 	$(BIN)/python bench/bench_generate.py
 	$(BIN)/python bench/bench_switch.py
 
+gpu-check:
+	$(BIN)/python bench/gpu_check.py
+
 clean:
 	rm -rf lab-work .pytest_cache

@@ -10,29 +10,16 @@ Not collected by pytest (no test_ prefix).
 
 from __future__ import annotations
 
-import argparse
-import json
-import os
-import platform
-import statistics
-import sys
-import time
-from pathlib import Path
+from common import alternate, arg_parser, machine_info, medians, write_result
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-
-import numpy as np  # noqa: E402
-
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+import numpy as np
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = arg_parser(__doc__, "attention.json")
     ap.add_argument("--size", type=int, default=64)
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--repeats", type=int, default=9)
-    ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "attention.json")
     args = ap.parse_args()
 
     import torch
@@ -92,29 +79,21 @@ def main() -> int:
     same = int(np.abs(plain().astype(int) - recorded().astype(int)).max()) <= 1  # warm-up too
     for _, fn in paths[2:]:
         fn()  # warm-up
-    times = {name: [] for name, _ in paths}
-    for _ in range(args.repeats):
-        for name, fn in paths:
-            t0 = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - t0)
-    med = {k: statistics.median(v) for k, v in times.items()}
+    med = medians(alternate(paths, args.repeats))
     result = {
         "model": "tiny random SD 2.1-style pipeline (tests/tiny/sd.py), txt2img, guidance 7.5",
         "size": args.size, "steps": args.steps, "repeats": args.repeats,
         "median_s": med, "ratio_recorded_over_plain": round(med["recorded"] / med["plain"], 4),
         "ratio_daam_over_ours": round(med["daam_direct"] / med["ours_direct"], 4) if "daam_direct" in med else None,
         "target_ratio": 1.15, "identical_images_within_1": same,
-        "machine": {"platform": platform.platform(), "python": platform.python_version(),
-                    "cpus": os.cpu_count(), "torch": torch.__version__, "torch_threads": 1},
+        "machine": machine_info(torch_threads=1),
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"plain {med['plain']:.4f} s  recorded {med['recorded']:.4f} s  "
           f"ratio {result['ratio_recorded_over_plain']:.3f} (target <= 1.15); same image: {same}")
     if result["ratio_daam_over_ours"] is not None:
         print(f"word maps, pipeline called directly: ours {med['ours_direct']:.4f} s, "
               f"daam {med['daam_direct']:.4f} s (daam / ours = {result['ratio_daam_over_ours']:.2f})")
+    write_result(args.out, result)
     return 0
 
 

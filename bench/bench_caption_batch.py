@@ -28,31 +28,22 @@ Not collected by pytest (no test_ prefix).
 
 from __future__ import annotations
 
-import argparse
-import json
-import os
-import platform
 import shutil
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from common import ROOT, arg_parser, machine_info, medians, write_result
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = arg_parser(__doc__, "caption_batch.json")
     ap.add_argument("--phases", default="pre,post", help="comma-separated: pre, post or pre,post")
     ap.add_argument("--max-new-tokens", type=int, default=8)
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--data", type=Path, default=ROOT / "assets" / "demo-scenes")
-    ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "caption_batch.json")
     args = ap.parse_args()
     phases = tuple(p.strip() for p in args.phases.split(",") if p.strip())
 
@@ -155,7 +146,7 @@ def main() -> int:
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
-    med = {k: statistics.median(v) for k, v in times.items()}
+    med = medians(times)
     ratio = med["app"] / med["direct"]
     # On a busy machine single calls swing by tens of percent; these two are steadier.
     ratio_min = min(times["app"]) / min(times["direct"])
@@ -179,15 +170,9 @@ def main() -> int:
         "ratio_of_min_s": round(ratio_min, 4),
         "median_paired_ratio": round(ratio_paired, 4),
         "identical_captions": bool(same),
-        "machine": {
-            "platform": platform.platform(), "python": platform.python_version(), "cpus": os.cpu_count(),
-            "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
-            "transformers": transformers.__version__, "device": "cpu",
-            "processor": platform.processor() or platform.machine(),
-        },
+        "machine": machine_info(torch_threads=torch.get_num_threads(), transformers=transformers.__version__,
+                                device="cpu"),
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"{n_images} images ({len(scene_ids)} scenes x {'+'.join(phases)}), "
           f"max_new_tokens={args.max_new_tokens}, {args.repeats} repeats, model load {load_s:.2f} s (excluded)")
     print(f"{'path':<11} {'median s':>10} {'min s':>10} {'s/image':>10}")
@@ -195,7 +180,7 @@ def main() -> int:
         print(f"{name:<11} {med[name]:>10.4f} {min(times[name]):>10.4f} {med[name] / n_images:>10.5f}")
     print(f"ratio app/direct = {ratio:.3f} (of mins {ratio_min:.3f}, median paired {ratio_paired:.3f}); overhead {result['overhead_s_per_image'] * 1000:.2f} ms/image; "
           f"identical captions: {same}")
-    print(f"wrote {args.out}")
+    write_result(args.out, result)
     return 0
 
 

@@ -16,24 +16,18 @@ Prints the figures and writes bench/results/captions_store.json. Run:
 
 from __future__ import annotations
 
-import argparse
 import json
-import os
-import platform
 import random
 import shutil
 import sqlite3
-import sys
 import tempfile
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from common import arg_parser, machine_info, now_utc, write_result
 
-from core.captions.formats import export_course_jsonl, import_course_jsonl  # noqa: E402
-from core.captions.store import CaptionStore  # noqa: E402
+from core.captions.formats import export_course_jsonl, import_course_jsonl
+from core.captions.store import CaptionStore
 
 DISASTERS = ["guatemala-volcano", "hurricane-florence", "hurricane-harvey", "hurricane-matthew",
              "hurricane-michael", "mexico-earthquake", "midwest-flooding", "palu-tsunami",
@@ -67,11 +61,10 @@ def generate(path: Path, records: int, seed: int = 0) -> int:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = arg_parser(__doc__, "captions_store.json")
     ap.add_argument("--records", type=int, default=22_000)
     ap.add_argument("--edits", type=int, default=1000)
     ap.add_argument("--dir", type=Path, default=None, help="where to work (default: a temp dir)")
-    ap.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "captions_store.json")
     args = ap.parse_args(argv)
 
     work = Path(tempfile.mkdtemp(prefix="bench-captions-", dir=args.dir))
@@ -143,14 +136,10 @@ def main(argv: list[str] | None = None) -> dict:
             "store_mb": round(db_mb, 2),
             "sqlite": sqlite3.sqlite_version,
             "notes": "single run; the disk's fsync latency dominates durable saves",
-            "machine": {"platform": platform.platform(), "python": platform.python_version(),
-                        "cpu_count": os.cpu_count(), "processor": platform.processor() or platform.machine(),
-                        "work_dir": str(work.parent)},
-            "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "machine": machine_info(work_dir=str(work.parent)),
+            "date": now_utc(),
         }
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-        print(f"wrote {args.out}")
+        write_result(args.out, result)
         return result
     finally:
         shutil.rmtree(work, ignore_errors=True)

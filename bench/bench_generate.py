@@ -18,31 +18,18 @@ Not collected by pytest (no test_ prefix).
 
 from __future__ import annotations
 
-import argparse
-import json
-import os
-import platform
-import statistics
-import sys
-import time
-from pathlib import Path
+from common import alternate, arg_parser, machine_info, medians, write_result
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-
-import numpy as np  # noqa: E402
-
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+import numpy as np
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = arg_parser(__doc__, "generate.json")
     ap.add_argument("--size", type=int, default=64)
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--repeats", type=int, default=9)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--device", default="cpu")
-    ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "generate.json")
     args = ap.parse_args()
 
     import torch
@@ -74,13 +61,8 @@ def main() -> int:
         return np.asarray(out)
 
     same = np.array_equal(app(), direct())  # warm-up, and the two sides must agree
-    times = {"app": [], "direct": []}
-    for _ in range(args.repeats):
-        for name, fn in (("app", app), ("direct", direct)):
-            t0 = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - t0)
-    med = {k: statistics.median(v) for k, v in times.items()}
+    times = alternate({"app": app, "direct": direct}, args.repeats)
+    med = medians(times)
     ratio = med["app"] / med["direct"]
     result = {
         "model": "tiny random SD 2.1-style pipeline (tests/tiny/sd.py), img2img",
@@ -90,19 +72,13 @@ def main() -> int:
         "ratio_app_over_direct": round(ratio, 4),
         "target_ratio": 1.05,
         "identical_images": bool(same),
-        "machine": {
-            "platform": platform.platform(), "python": platform.python_version(), "cpus": os.cpu_count(),
-            "torch": torch.__version__, "torch_threads": torch.get_num_threads(), "device": args.device,
-            "processor": platform.processor() or platform.machine(),
-        },
+        "machine": machine_info(torch_threads=torch.get_num_threads(), device=args.device),
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"{'path':<8} {'median s':>10} {'min s':>10}")
     for name in ("app", "direct"):
         print(f"{name:<8} {med[name]:>10.4f} {min(times[name]):>10.4f}")
     print(f"ratio app/direct = {ratio:.3f} (target <= 1.05); identical images: {same}")
-    print(f"wrote {args.out}")
+    write_result(args.out, result)
     return 0
 
 

@@ -18,25 +18,19 @@ Prints the figures and writes bench/results/index.json. Run:
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
-import platform
 import shutil
 import statistics
-import sys
 import tempfile
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from common import arg_parser, machine_info, now_utc, write_result
 
-from core.data import labels as L  # noqa: E402
-from core.data.index import index_dataset  # noqa: E402
-from core.data.names import parse_name  # noqa: E402
-from tests.xbd_trees import template_label_bytes, tiny_png_bytes  # noqa: E402
+from core.data import labels as L
+from core.data.index import index_dataset
+from core.data.names import parse_name
+from tests.xbd_trees import template_label_bytes, tiny_png_bytes
 
 SPLIT_PAIRS = {"train": 2799, "test": 933, "tier3": 6369, "hold": 933}
 TIER1 = ["guatemala-volcano", "hurricane-florence", "hurricane-harvey", "hurricane-matthew",
@@ -107,10 +101,9 @@ def naive_open(root: Path, disaster: str, split: str) -> tuple[dict, int, int]:
 
 
 def main(argv=None) -> dict:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = arg_parser(__doc__, "index.json")
     ap.add_argument("--dir", type=Path, default=None, help="where to generate (default: a temp dir)")
     ap.add_argument("--keep", action="store_true", help="keep the generated tree")
-    ap.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "index.json")
     args = ap.parse_args(argv)
 
     work = Path(tempfile.mkdtemp(prefix="xbd-bench-", dir=args.dir))
@@ -159,13 +152,10 @@ def main(argv=None) -> dict:
                               "matches": len(destroyed)},
             "filters": {"disaster": disaster, "disaster_matches": n_dis, "split": split, "split_matches": n_split},
             "notes": "files were just written, so the OS page cache is warm for both approaches",
-            "machine": {"platform": platform.platform(), "python": platform.python_version(),
-                        "cpu_count": os.cpu_count(), "processor": platform.processor() or platform.machine()},
-            "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "machine": machine_info(),
+            "date": now_utc(),
         }
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-        print(f"wrote {args.out}")
+        write_result(args.out, result)
         return result
     finally:
         if args.keep:

@@ -15,64 +15,30 @@ previous model and the host-to-device move of the cached one.
 
 from __future__ import annotations
 
-import argparse
 import gc
-import json
-import os
 import platform
 import statistics
-import sys
 import tempfile
-import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from common import arg_parser, machine_info, timed, write_result
 
-from core.models import ModelManager  # noqa: E402
+from core.models import ModelManager
 
 UNET_CONFIG = dict(sample_size=32, in_channels=4, out_channels=4, layers_per_block=1,
                    block_out_channels=(64, 128, 192, 256), cross_attention_dim=384,
                    attention_head_dim=8, norm_num_groups=32)
 
 
-def sync(device: str) -> None:
-    import torch
-
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-
-
-def timed(fn, device: str) -> float:
-    sync(device)
-    t0 = time.perf_counter()
-    fn()
-    sync(device)
-    return time.perf_counter() - t0
-
-
-def machine_info(device: str) -> dict:
-    import diffusers
-    import torch
-
-    info = {"platform": platform.platform(), "machine": platform.machine(),
-            "python": platform.python_version(), "torch": torch.__version__,
-            "diffusers": diffusers.__version__, "cpu_count": os.cpu_count(),
-            "torch_threads": torch.get_num_threads(), "device": device}
-    if device.startswith("cuda"):
-        info["gpu"] = torch.cuda.get_device_name(torch.device(device))
-    return info
-
-
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = arg_parser(__doc__, "switch.json")
     ap.add_argument("--repeats", type=int, default=5, help="timed fresh loads and switches")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--dtype", default="fp32", help="fp16/bf16/fp32 (the CPU always uses fp32)")
     ap.add_argument("--threads", type=int, default=2, help="torch CPU threads")
-    ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "switch.json")
     args = ap.parse_args()
 
+    import diffusers
     import torch
     from diffusers import UNet2DConditionModel
 
@@ -142,14 +108,13 @@ def main() -> int:
         "manager_first_load_s": first_load,
         "manager_switch_to_cached_s": {"median": switch_median, "runs": switches},
         "speedup_fresh_over_switch": fresh_median / switch_median,
-        "machine": machine_info(args.device),
+        "machine": machine_info(machine=platform.machine(), diffusers=diffusers.__version__,
+                                torch_threads=torch.get_num_threads(), device=args.device),
         "note": ("On a CPU device the manager's switch moves no bytes (device and cache are both "
                  "CPU RAM); on a GPU it includes the moves between device and host."
                  if not args.device.startswith("cuda") else
                  "Switch includes moving the previous model to host RAM and the cached one to the GPU."),
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
 
     mib = result["model"]["bytes_in_memory"] / 2**20
     print(f"UNet2DConditionModel, {n_params / 1e6:.1f} M parameters, {mib:.0f} MiB "
@@ -160,7 +125,7 @@ def main() -> int:
     print(f"{'manager: first load (through the loader)':<44}{first_load:>12.4f}")
     print(f"{'manager: switch back to a CPU-cached model':<44}{switch_median:>12.6f}")
     print(f"{'ratio fresh / switch':<44}{result['speedup_fresh_over_switch']:>11.0f}x")
-    print(f"wrote {args.out}")
+    write_result(args.out, result)
     return 0
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import logging
 import math
 
 import gradio as gr
@@ -33,15 +34,50 @@ def bind(handler, lab):
     return bound
 
 
+log = logging.getLogger("xbdlab.ui")
+
+TOAST_SECONDS = 12
+"""How long a message stays up before it dismisses itself."""
+
+
+def notify(message: str, *, title: str = "Not done") -> None:
+    """Show `message` once, as a toast that dismisses itself (outside an event: a Python
+    warning, which tests can catch)."""
+    gr.Warning(message, duration=TOAST_SECONDS, title=title)
+
+
+def _report(fn, err: BaseException) -> None:
+    if isinstance(err, LabError):  # expected: the user can fix it; one line in the log
+        log.warning("%s: %s", fn.__name__, str(err).splitlines()[0] if str(err) else type(err).__name__)
+        notify(str(err))
+    else:  # unexpected: its traceback once, and a short message
+        log.exception("%s failed", fn.__name__)
+        notify(f"Something went wrong ({type(err).__name__}: {err}). The details are in the server's log.",
+               title="Error")
+
+
 def user_errors(fn):
-    """Show a LabError as a clear message in the browser instead of a stack trace."""
+    """`fn` as an event handler no error can break: a LabError becomes one toast and one
+    log line, anything else a short toast and its traceback logged once; either way every
+    output keeps its previous value (gr.skip()) and every control stays usable. Works for
+    generator handlers too (what they yielded before the error stays shown)."""
+    if inspect.isgeneratorfunction(fn):
+        @functools.wraps(fn)
+        def generator(*args, **kwargs):
+            try:
+                yield from fn(*args, **kwargs)
+            except Exception as err:  # noqa: BLE001 - reported, never re-raised into the page
+                _report(fn, err)
+                yield gr.skip()
+        return generator
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
-        except LabError as err:
-            raise gr.Error(str(err), duration=None) from err
+        except Exception as err:  # noqa: BLE001 - reported, never re-raised into the page
+            _report(fn, err)
+            return gr.skip()
 
     return wrapper
 

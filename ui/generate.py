@@ -62,7 +62,8 @@ def build_generate(lab, demo: gr.Blocks, folder: gr.State):
         download = gr.Button("Download this backbone's weights", visible=False)
         with gr.Accordion("Which backbones are on this machine", open=False):
             table = gr.Dataframe(headers=["backbone", "ready", "where", "size (GB)", "GPU memory (GB)", "missing"],
-                                 interactive=False, wrap=True, elem_id="gen-readiness")
+                                 interactive=False, wrap=True, elem_id="gen-readiness",
+                                 column_widths=["15%", "7%", "25%", "8%", "10%", "35%"])
             table_btn = gr.Button("Check again", size="sm")
         with gr.Row():
             pre = gr.Image(label="Pre-event (input)", format="png", interactive=False, height=256)
@@ -77,10 +78,10 @@ def build_generate(lab, demo: gr.Blocks, folder: gr.State):
         with gr.Row():
             widgets = [control_widget(c) for c in controls]
         with gr.Group(visible=False) as meta_box:
-            gr.Markdown("DiffusionSat metadata (from the scene's labels; edit to probe the model)")
-            with gr.Row():
-                meta = [gr.Number(label=name) for name in META_FIELDS]
-                no_meta = gr.Checkbox(label="No metadata (all seven values 0)")
+            gr.Markdown("DiffusionSat metadata (from the scene's labels at the chosen size; edit to probe the model)")
+            with gr.Row(equal_height=True):
+                meta = [gr.Number(label=name, min_width=110) for name in META_FIELDS]
+            no_meta = gr.Checkbox(label="No metadata (all seven values 0)")
         with gr.Tabs():
             with gr.Tab("One generation", id="gen-one"):
                 with gr.Row():
@@ -98,7 +99,7 @@ def build_generate(lab, demo: gr.Blocks, folder: gr.State):
                 info = gr.Markdown(elem_id="gen-info")
                 with gr.Row():
                     to_evaluate = gr.Button("Score the newest result in Evaluate →", interactive=False)
-                    to_attention = gr.Button("See its attention maps →", interactive=False)
+                    to_attention = attention_button(False, first=True)
             with gr.Tab("Compare backbones or sweep a parameter", id="gen-compare-tab"):
                 with gr.Row():
                     compare_with = gr.CheckboxGroup([(s.label, s.id) for s in specs], label="Backbones (rows)",
@@ -120,11 +121,9 @@ def build_generate(lab, demo: gr.Blocks, folder: gr.State):
     def to_request(values) -> GenerationRequest:
         return request_from_form(lab, controls, values)
 
+    @user_errors
     def run(path, record_maps, record_steps_v, *values, progress=gr.Progress()):
-        try:
-            request = to_request(values)
-        except LabError as err:
-            raise gr.Error(str(err), duration=None) from err
+        request = to_request(values)
         record_maps = bool(record_maps) and lab.generation.can_record_attention(request)
         cancel = _new_token()
         yield {token: cancel}
@@ -134,20 +133,15 @@ def build_generate(lab, demo: gr.Blocks, folder: gr.State):
         except GenerationCancelled as err:
             gr.Info(str(err))
             return
-        except LabError as err:
-            raise gr.Error(str(err), duration=None) from err
         yield {gallery: [(r.image_path.as_posix(), f"seed {r.record['params']['seed']}") for r in runs],
                info: run_info(runs), newest: runs[-1].run_id, to_evaluate: gr.Button(interactive=True),
-               to_attention: gr.Button(interactive=record_maps)}
+               to_attention: attention_button(record_maps)}
 
+    @user_errors
     def compare(path, chosen, sweep_name, sweep_values, *values, progress=gr.Progress()):
-        try:
-            index = lab.datasets.open(path)
-            base = to_request(values)
-            cells = lab.generation.compare_cells(base, chosen or [base.backbone], sweep_name, sweep_values,
-                                                 index=index)
-        except LabError as err:
-            raise gr.Error(str(err), duration=None) from err
+        index = lab.datasets.open(path)
+        base = to_request(values)
+        cells = lab.generation.compare_cells(base, chosen or [base.backbone], sweep_name, sweep_values, index=index)
         cancel = _new_token()
         yield {token: cancel}
         results = lab.generation.compare(cells, index, cancel=cancel,
@@ -321,6 +315,16 @@ def cell_files(lab, results, sweep: str) -> list[str]:
         shutil.copyfile(r.run.image_path, target)
         paths.append(target.as_posix())
     return paths
+
+
+def attention_button(recorded: bool, *, first: bool = False):
+    """The "See its attention maps" button: usable when the newest run has maps, else
+    saying why it is not."""
+    if recorded:
+        return gr.Button("See its attention maps →", interactive=True)
+    why = "generate first" if first else "none recorded: tick Record with 1 image"
+    label = f"See its attention maps → ({why})"
+    return gr.Button(label, interactive=False) if first else gr.update(value=label, interactive=False)
 
 
 def default_backbone(lab):

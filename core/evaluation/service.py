@@ -11,9 +11,13 @@ from pathlib import Path
 
 import numpy as np
 
-from core.errors import DataError, RunError
+from core.errors import DataError, LabError, MetricError, RunError
 from core.evaluation.leaderboard import LeaderboardRow, leaderboard_rows
 from core.types import MetricSettings, Scene, Scores
+
+# Runs scored together by `score_runs` (and so by the leaderboard): one batch of one image
+# size for the GPU metrics and for LPIPS.
+SCORE_BATCH = 16
 
 
 @dataclass(frozen=True)
@@ -32,11 +36,15 @@ class EvaluationService:
     """Scores runs and ranks backbones.
 
     runs: the RunStore; lpips_random_backbone: build LPIPS on a random AlexNet (plumbing
-    tests only: its numbers mean nothing)."""
+    tests only: its numbers mean nothing); metrics_device: where MSE, PSNR and SSIM are
+    computed ("cuda": batched torch, "cpu": numpy; None: "cuda" when torch sees a GPU at
+    first use). The scores are the same either way, to 1e-6."""
 
-    def __init__(self, *, runs, lpips_random_backbone: bool = False) -> None:
+    def __init__(self, *, runs, lpips_random_backbone: bool = False,
+                 metrics_device: str | None = None) -> None:
         self.runs = runs
         self.lpips_random_backbone = lpips_random_backbone
+        self.metrics_device = metrics_device
         self._lpips = None
         self._lock = threading.Lock()
 
@@ -81,23 +89,19 @@ class EvaluationService:
                 self._lpips = LpipsScorer(random_backbone=self.lpips_random_backbone)
             return self._lpips
 
-    def scorer(self, metric_settings: MetricSettings):
-        """A scorer with `metric_settings` that shares this service's LPIPS network."""
+    def scorer(self, metric_settings: MetricSettings, *, batch_size: int = 8):
+        """A scorer with `metric_settings` that shares this service's LPIPS network. It
+        scores on the GPU (torch) when one is available, else with numpy on the CPU; both
+        give the same scores (see core.metrics.scoring.Scorer)."""
         from core.metrics.scoring import Scorer
 
-        return Scorer(metric_settings, lpips=self.lpips())
+        return Scorer(metric_settings, lpips=self.lpips(), batch_size=batch_size,
+                      device=self.metrics_device)
 
     def score_images(self, pred: np.ndarray, target: np.ndarray, *, metric_settings: MetricSettings,
                      label_path: Path | None = None, part: int | None = None) -> Scores:
         """Scores of `pred` against `target`; per damage class when a post label is given."""
-        masks = None
-        if label_path is not None:
-            from core.data.labels import load_label
-            from core.data.masks import class_masks
-
-            size = metric_settings.size
-            wh = (size, size) if size else (pred.shape[1], pred.shape[0])
-            masks = class_masks(load_label(label_path), wh, part=part)
+        masks = _damage_masks(pred, metric_settings, label_path, part)
         return self.scorer(metric_settings).score(pred, target, masks)
 
     def scene_of(self, run, index) -> Scene:
@@ -125,6 +129,69 @@ class EvaluationService:
         run.save_scores(scores)
         return scores
 
+    def score_runs(self, runs: Iterable, index, metric_settings: MetricSettings, *,
+                   batch_size: int = SCORE_BATCH, progress: Callable[[int, int], None] | None = None,
+                   problems: list | None = None) -> list[Scores | None]:
+        """Score many runs like `score_run` (each against its scene's post-event tile, per
+        damage class, the scores saved in the run), `batch_size` runs of one image size at a
+        time. Returns the scores in the order of `runs`; `progress(done, total)` after each
+        batch's runs. A run that cannot be scored (no scene, no post tile, an unreadable or
+        missing image, one too small for SSIM): with a `problems` list, (run, message) is
+        appended to it, its score is None and the others go on; without one, the error is
+        raised after the runs read before it have been scored and saved."""
+        runs = list(runs)
+        scorer = self.scorer(metric_settings, batch_size=batch_size)
+        size = metric_settings.size
+        out: list[Scores | None] = [None] * len(runs)
+        buckets: dict[tuple[int, int], list] = {}
+        done = 0
+
+        def flush(key) -> None:
+            nonlocal done
+            bucket = buckets.pop(key)
+            scored = scorer.score_many([(pred, truth, masks) for _, pred, truth, masks in bucket])
+            for (pos, *_), scores in zip(bucket, scored):
+                runs[pos].save_scores(scores)
+                out[pos] = scores
+            done += len(bucket)
+            if progress:
+                progress(done, len(runs))
+
+        try:
+            for pos, run in enumerate(runs):
+                try:
+                    scene, truth, pred = self._scorable(run, index, metric_settings)
+                except LabError as err:
+                    if problems is None:
+                        raise
+                    problems.append((run, str(err)))
+                    continue
+                masks = _damage_masks(pred, metric_settings, scene.post_label, scene.part)
+                key = (size, size) if size else (pred.shape[0], pred.shape[1])
+                buckets.setdefault(key, []).append((pos, pred, truth, masks))
+                if len(buckets[key]) == batch_size:
+                    flush(key)
+        except Exception:
+            for key in list(buckets):
+                flush(key)
+            raise
+        for key in list(buckets):
+            flush(key)
+        return out
+
+    def _scorable(self, run, index, metric_settings: MetricSettings):
+        """(scene, truth, prediction) of a run that scoring can take; LabError saying what is
+        wrong otherwise (before any batch is built, so one bad run spoils no batch)."""
+        from core.metrics.functional import SSIM_MIN_SIDE
+
+        scene, truth = self.truth_of(run, index)
+        pred = run.image()
+        sides = (metric_settings.size,) * 2 if metric_settings.size else pred.shape[:2]
+        if min(sides) < SSIM_MIN_SIDE:
+            raise MetricError(f"Run {run.run_id}'s image is {pred.shape[1]}×{pred.shape[0]} px: SSIM needs at least "
+                              f"{SSIM_MIN_SIDE} px a side. Score it at a larger evaluation size, or delete the run.")
+        return scene, truth, pred
+
     def inspect_run(self, run, index, metric_settings: MetricSettings) -> RunInspection:
         """A run's prediction and its scene's real post-event tile brought to the evaluation
         size the way scoring does, with the error map and the SSIM map between them."""
@@ -137,23 +204,53 @@ class EvaluationService:
                              ssim=ssim_map(pred, truth, luma=metric_settings.luma))
 
     def leaderboard(self, index, metric_settings: MetricSettings,
-                    progress: Callable[[int, int], None] | None = None) -> list[LeaderboardRow]:
+                    progress: Callable[[int, int], None] | None = None,
+                    problems: list | None = None) -> list[LeaderboardRow]:
         """Mean scores per backbone over every run of `index`'s scenes, scoring runs that
-        have no scores under `metric_settings` yet. The persistence baseline comes first."""
+        have no scores under `metric_settings` yet (in batches of one image size, see
+        `score_runs`). The persistence baseline comes first. A run that cannot be scored is
+        left out (and appended as (run, message) to `problems` when given); every other run
+        still counts."""
         from core.metrics.scoring import scores_to_dict
 
         known = {s.scene_id for s in index.scenes}
         runs = [r for r in self.runs.list() if r.record.get("scene_id") in known]
         wanted = self.scorer(metric_settings).settings_dict()
-        entries = []
-        for i, run in enumerate(runs):
-            entry = run.latest_scores(wanted)
-            if entry is None:
-                entry = scores_to_dict(self.score_run(run, index, metric_settings))
-            entries.append((run.record["backbone"], run.record["scene_id"], entry))
-            if progress:
-                progress(i + 1, len(runs))
+        problems = problems if problems is not None else []
+        readable, stored = [], []
+        for run in runs:
+            try:
+                stored.append(run.latest_scores(wanted))
+            except LabError as err:  # e.g. a scores.json that is not JSON
+                problems.append((run, str(err)))
+                continue
+            readable.append(run)
+        runs = readable
+        todo = [i for i, entry in enumerate(stored) if entry is None]
+        if progress and len(todo) < len(runs):
+            progress(len(runs) - len(todo), len(runs))
+        report = (lambda done, _: progress(len(runs) - len(todo) + done, len(runs))) if progress else None
+        fresh = self.score_runs([runs[i] for i in todo], index, metric_settings, progress=report,
+                                problems=problems)
+        for i, scores in zip(todo, fresh):
+            stored[i] = scores_to_dict(scores) if scores is not None else None
+        entries = [(run.record["backbone"], run.record["scene_id"], entry)
+                   for run, entry in zip(runs, stored) if entry is not None]
         return leaderboard_rows(entries)
 
 
-__all__ = ["EvaluationService", "RunInspection"]
+def _damage_masks(pred: np.ndarray, metric_settings: MetricSettings, label_path: Path | None,
+                  part: int | None) -> dict[str, np.ndarray] | None:
+    """The damage-class masks of a post label at the evaluation size (the prediction's size
+    when none is set), or None without a label."""
+    if label_path is None:
+        return None
+    from core.data.labels import load_label
+    from core.data.masks import class_masks
+
+    size = metric_settings.size
+    wh = (size, size) if size else (pred.shape[1], pred.shape[0])
+    return class_masks(load_label(label_path), wh, part=part)
+
+
+__all__ = ["EvaluationService", "RunInspection", "SCORE_BATCH"]

@@ -1,11 +1,14 @@
 """Image-quality metrics: pure functions, an LPIPS wrapper and the scoring layer.
 
 * :mod:`core.metrics.functional` — MSE, PSNR, SSIM and display maps on numpy arrays;
+* :mod:`core.metrics.batched` — the same MSE, PSNR and SSIM in torch for a batch of
+  same-size pairs (float64, CPU or CUDA; what :class:`Scorer` uses on a GPU);
 * :mod:`core.metrics.lpips_model` — :class:`LpipsScorer`, built once and batched;
 * :mod:`core.metrics.scoring` — resizing, damage-region masks, :class:`Scorer`,
   JSON round trip and summaries.
 
-Importing this package does not import torch or lpips (see ``lpips_model``).
+Importing this package does not import torch or lpips (see ``lpips_model`` and
+``batched``).
 """
 
 from core.metrics.functional import (

@@ -6,9 +6,14 @@ This layer owns what the pure functions refuse to do silently:
 * scoring damage-aware regions from boolean masks (resized nearest-neighbour if needed);
 * LPIPS being unavailable: the score then has ``lpips=None`` and ``lpips_error`` says why,
   while MSE, PSNR and SSIM are still there;
-* turning scores into JSON-safe dicts (PSNR's inf <-> ``"inf"``) and summarising many.
+* turning scores into JSON-safe dicts (PSNR's inf <-> ``"inf"``) and summarising many;
+* batching: :meth:`Scorer.score_many` scores MSE, PSNR and SSIM of many same-size pairs at
+  once with torch on a GPU (:mod:`core.metrics.batched`), and pair by pair with
+  numpy/scipy on the CPU, with equal results.
 
-Nothing here imports torch; an :class:`~core.metrics.lpips_model.LpipsScorer` does, lazily.
+Importing this module does not import torch; a :class:`Scorer` does on first use to look for
+a GPU (unless given a ``device`` or ``use_torch=False``), and an
+:class:`~core.metrics.lpips_model.LpipsScorer` does, lazily.
 """
 
 from __future__ import annotations
@@ -93,6 +98,12 @@ def prepare_pair(pred, target, *, size: int | None) -> tuple[np.ndarray, np.ndar
     ``(pred01, target01, notes)``, where notes say what was changed, e.g.
     ``"target resized from 1024×1024 to 512×512 (LANCZOS)"`` (width×height).
     """
+    return _prepare_pair(pred, target, size=size, keep_uint8=False)
+
+
+def _prepare_pair(pred, target, *, size: int | None, keep_uint8: bool):
+    """:func:`prepare_pair`; with ``keep_uint8`` a uint8 image already at the wanted size is
+    returned as it is (the batched path divides it by 255 on its device: the same values)."""
     if size is not None and (not isinstance(size, (int, np.integer)) or size < 1):
         raise MetricError(f"The evaluation size must be a positive number of px; got {size!r}.")
     notes: list[str] = []
@@ -102,7 +113,7 @@ def prepare_pair(pred, target, *, size: int | None) -> tuple[np.ndarray, np.ndar
 
     def bring(arr: np.ndarray, name: str) -> np.ndarray:
         if _wh(arr) == want:
-            return F.to_float(arr)
+            return arr if keep_uint8 and arr.dtype == np.uint8 else F.to_float(arr)
         notes.append(f"{name} resized from {_fmt(_wh(arr))} to {_fmt(want)} (LANCZOS)")
         return _resize_rgb(arr, want)
 
@@ -145,17 +156,54 @@ class Scorer:
     """Scores many pairs with one set of :class:`MetricSettings` and one LPIPS network.
 
     ``lpips`` is reused for every pair (it is never rebuilt). Pass None to skip LPIPS
-    (the scores then say so in ``lpips_error``).
+    (the scores then say so in ``lpips_error``). ``batch_size``: pairs scored together
+    (LPIPS batches, and the batched MSE/PSNR/SSIM on a GPU).
+
+    MSE, PSNR and SSIM run on one of two paths with equal results (to 1e-6; settings and
+    notes identical):
+
+    * numpy/scipy/skimage (:mod:`core.metrics.functional`), pair by pair, on the CPU;
+    * torch (:mod:`core.metrics.batched`), float64, the pairs of one size at once.
+
+    ``device``: where the torch path runs; None picks ``"cuda"`` when
+    ``torch.cuda.is_available()`` at first use, else ``"cpu"``. ``use_torch``: None (the
+    default) takes the torch path on a CUDA device only (on the CPU scipy's filters are
+    faster than torch's convolutions); True/False force a path (tests and benchmarks run
+    the torch path on the CPU with ``device="cpu", use_torch=True``).
     """
 
     def __init__(
-        self, settings: MetricSettings, *, lpips: LpipsScorer | None, batch_size: int = 8
+        self,
+        settings: MetricSettings,
+        *,
+        lpips: LpipsScorer | None,
+        batch_size: int = 8,
+        device: str | None = None,
+        use_torch: bool | None = None,
     ):
         if int(batch_size) < 1:
             raise MetricError(f"batch_size must be at least 1; got {batch_size}.")
         self.settings = settings
         self.lpips = lpips
         self.batch_size = int(batch_size)
+        self._device = None if device is None else str(device)
+        self._use_torch = None if use_torch is None else bool(use_torch)
+
+    @property
+    def device(self) -> str:
+        """The torch path's device: as given, else chosen on first use ("cuda" or "cpu")."""
+        if self._device is None:
+            from core.metrics.batched import default_device
+
+            self._device = default_device()
+        return self._device
+
+    @property
+    def uses_torch(self) -> bool:
+        """Whether MSE, PSNR and SSIM take the batched torch path (see the class notes)."""
+        if self._use_torch is not None:
+            return self._use_torch
+        return self.device.startswith("cuda")
 
     def settings_dict(self) -> dict:
         """The settings stored with each score (marks a random LPIPS backbone)."""
@@ -169,10 +217,13 @@ class Scorer:
         return self.score_many([(pred, target, masks)])[0]
 
     def score_many(self, items: Iterable) -> list[Scores]:
-        """Score ``(pred, target, masks_or_None)`` items; LPIPS runs in batches across items.
+        """Score ``(pred, target, masks_or_None)`` items (or ``(pred, target)``), one
+        :class:`Scores` per item in their order, each equal to :meth:`score` of that item.
 
         Items are consumed ``batch_size`` at a time, so a long generator never holds more
-        than one batch of full-size images in memory.
+        than one batch of full-size images in memory. LPIPS runs in batches across items;
+        on the torch path so do MSE, PSNR and SSIM (one batch per image size, so give
+        same-size items together for the full benefit).
         """
         out: list[Scores] = []
         chunk: list = []
@@ -187,22 +238,30 @@ class Scorer:
 
     # ----------------------------------------------------------------- internals
     def _score_chunk(self, chunk: list) -> list[Scores]:
+        use_torch = self.uses_torch
         prepared = []
         for item in chunk:
             if len(item) == 2:
                 pred, target, masks = item[0], item[1], None
             else:
                 pred, target, masks = item
-            p, t, notes = prepare_pair(pred, target, size=self.settings.size)
+            p, t, notes = _prepare_pair(pred, target, size=self.settings.size, keep_uint8=use_torch)
             m, mask_notes = prepare_masks(masks, p.shape[:2])
             prepared.append((p, t, m, notes + mask_notes))
 
+        if use_torch:
+            values = self._torch_values(prepared)
+        else:
+            values = [self._numpy_values(p, t, m) for p, t, m, _ in prepared]
         settings = self.settings_dict()
-        results = [self._base_scores(p, t, m, notes, settings) for p, t, m, notes in prepared]
+        results = [
+            self._base_scores(v, notes, settings) for v, (_, _, _, notes) in zip(values, prepared)
+        ]
         self._add_lpips(prepared, results)
         return results
 
-    def _base_scores(self, p, t, masks, notes, settings) -> Scores:
+    def _numpy_values(self, p, t, masks) -> dict:
+        """Whole-image and per-region MSE, PSNR and SSIM of one pair, numpy path."""
         luma = self.settings.luma
         pp, tt = (F.luma(p), F.luma(t)) if luma else (p, t)
         ssim_value, smap = F.ssim_and_map(p, t, luma=luma)
@@ -219,15 +278,52 @@ class Scorer:
                     "mse": F.mse(p, t, m),
                     "psnr": F.psnr(pp, tt, m),
                     "ssim": float(smap[m].mean()),
-                    "lpips": None,
                 }
+        return {"mse": F.mse(p, t), "psnr": F.psnr(pp, tt), "ssim": ssim_value, "masked": masked}
+
+    def _torch_values(self, prepared: list) -> list[dict]:
+        """The same values as :meth:`_numpy_values` for every prepared pair, torch path:
+        one :func:`core.metrics.batched.score_batch` call per image size. A batch that does
+        not fit in the GPU's free memory (e.g. next to a loaded diffusion model) is scored
+        on the numpy path instead: slower, the same values."""
+        import torch
+
+        from core.metrics.batched import score_batch
+
+        by_shape: dict[tuple[int, ...], list[int]] = {}
+        for i, (p, _, _, _) in enumerate(prepared):
+            by_shape.setdefault(p.shape, []).append(i)
+        out: list = [None] * len(prepared)
+        for idx in by_shape.values():
+            try:
+                got = score_batch(
+                    [prepared[i][0] for i in idx],
+                    [prepared[i][1] for i in idx],
+                    [prepared[i][2] or None for i in idx],
+                    luma=self.settings.luma,
+                    device=self.device,
+                )
+            except torch.cuda.OutOfMemoryError:
+                torch.cuda.empty_cache()
+                got = [self._numpy_values(*prepared[i][:3]) for i in idx]
+            for i, values in zip(idx, got):
+                out[i] = values
+        return out
+
+    def _base_scores(self, values: dict, notes, settings) -> Scores:
+        masked = None
+        if values["masked"] is not None:
+            masked = {
+                region: None if v is None else {**v, "lpips": None}
+                for region, v in values["masked"].items()
+            }
         notes = list(notes)
         if self.lpips is not None and getattr(self.lpips, "random_backbone", False):
             notes.append(RANDOM_BACKBONE_NOTE)
         return Scores(
-            mse=F.mse(p, t),
-            psnr=F.psnr(pp, tt),
-            ssim=ssim_value,
+            mse=values["mse"],
+            psnr=values["psnr"],
+            ssim=values["ssim"],
             lpips=None,
             settings=settings,
             lpips_error=None,

@@ -71,3 +71,28 @@ def test_a_scene_with_two_baseline_runs_is_compared_with_the_last():
     assert (rows[0].runs, rows[0].scenes, rows[0].psnr) == (2, 1, pytest.approx(25.0))
     assert rows[0].lpips is None
     assert rows[1].baseline_psnr == pytest.approx(30.0) and rows[1].baseline_ssim == pytest.approx(0.7)
+
+
+def test_a_broken_run_is_listed_with_its_problem_and_the_board_keeps_the_others(tmp_path):
+    import numpy as np
+
+    from core.config import DEMO_SCENES
+    from core.data.index import index_dataset
+    from core.evaluation.service import EvaluationService
+    from core.runs.store import RunStore
+    from core.types import MetricSettings
+
+    index = index_dataset(DEMO_SCENES, cache_dir=tmp_path / "cache")
+    service = EvaluationService(runs=RunStore(tmp_path / "runs"), lpips_random_backbone=True)
+    scenes = [s for s in index.scenes if s.pre_image and s.post_image][:2]
+    service.write_baselines(index, scenes)
+    scene = scenes[0].scene_id
+    missing = service.write_upload(np.zeros((64, 64, 3), np.uint8), scene, "gone.png", index)
+    (missing.path / "image.png").unlink()
+    tiny = service.write_upload(np.zeros((8, 8, 3), np.uint8), scene, "tiny.png", index)
+    problems: list = []
+    rows = service.leaderboard(index, MetricSettings(), problems=problems)
+    assert [r.backbone for r in rows] == ["baseline"] and rows[0].runs == 2
+    reasons = {run.run_id: message for run, message in problems}
+    assert set(reasons) == {missing.run_id, tiny.run_id}
+    assert "cannot be read" in reasons[missing.run_id] and "SSIM needs at least 11 px" in reasons[tiny.run_id]

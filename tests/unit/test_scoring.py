@@ -195,6 +195,22 @@ def test_score_many_builds_lpips_once_and_batches(monkeypatch):
     assert len(built) == 1
 
 
+@pytest.mark.parametrize("settings", [MetricSettings(), MetricSettings(luma=True, size=24)])
+def test_score_many_on_the_cpu_equals_scoring_pair_by_pair(settings):
+    """On the CPU path (`device="cpu"`) batching changes nothing: the same numbers, masks,
+    notes and settings as one `score` per pair, whatever the mix of sizes."""
+    items = [
+        (smooth_u8((32, 32), 30), smooth_u8((64, 64), 31), region_masks((32, 32), 32)),
+        (smooth_u8((24, 40), 33), smooth_u8((24, 40), 34), None),
+        (smooth_u8((32, 32), 35), smooth_u8((32, 32), 36), region_masks((16, 16), 37)),
+    ]
+    scorer = Scorer(settings, lpips=None, device="cpu", batch_size=2)
+    assert scorer.uses_torch is False
+    many = scorer.score_many(iter(items))
+    assert many == [Scorer(settings, lpips=None, device="cpu").score(*item) for item in items]
+    assert many[0].settings == settings.to_dict()  # the path taken is not part of the settings
+
+
 def test_lpips_unavailable_keeps_other_metrics():
     class Unavailable:
         random_backbone = False

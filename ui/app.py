@@ -11,6 +11,7 @@ from core.errors import LaunchError
 from ui.attention import build_attention
 from ui.browse import build_browse
 from ui.captions import SHORTCUTS_JS, build_captions
+from ui.common import INTERNAL, user_errors
 from ui.evaluate import build_evaluate
 from ui.generate import build_generate
 
@@ -18,6 +19,10 @@ TITLE = "xBD Diffusion Lab"
 CSS = """
 #browse-gallery .thumbnail-item { aspect-ratio: 1 / 1; }
 footer { display: none !important; }
+/* Many runs: the run checkboxes scroll inside a box instead of pushing the page down. */
+#eval-runs > div:last-child, #eval-runs .wrap { max-height: 12.5em; overflow-y: auto; }
+/* Toasts at the bottom right, where they never cover a dropdown's open list (top right). */
+div.toast-wrap { top: auto !important; bottom: var(--size-4, 16px) !important; }
 """
 
 
@@ -31,7 +36,8 @@ def build_ui(lab) -> gr.Blocks:
             build_captions(lab, demo, browse.opened)
             gen_scene, gen_to_evaluate, gen_to_attention, gen_newest = build_generate(lab, demo, browse.opened)
             att_run, att_runs_with = build_attention(lab, demo, browse.opened, gen_scene)
-            eval_scene = build_evaluate(lab, demo, browse.opened)
+            evaluate = build_evaluate(lab, demo, browse.opened)
+        eval_scene = evaluate.scene
         browse.to_evaluate.click(
             lambda scene_id: (gr.Tabs(selected="evaluate"), gr.Dropdown(value=scene_id)),
             browse.selected, [tabs, eval_scene], api_name="send_to_evaluate")
@@ -41,9 +47,14 @@ def build_ui(lab) -> gr.Blocks:
         gen_to_attention.click(
             lambda path, run_id: (gr.Tabs(selected="attention"), att_runs_with(path, run_id)),
             [browse.opened, gen_newest], [tabs, att_run], api_name="generation_to_attention")
-        gen_to_evaluate.click(
-            lambda scene_id: (gr.Tabs(selected="evaluate"), gr.Dropdown(value=scene_id)),
-            gen_scene, [tabs, eval_scene], api_name="generation_to_evaluate")
+        gen_to_evaluate.click(  # the newest run listed and ticked, whatever the Evaluate tab showed
+            user_errors(lambda scene_id, run_id: (gr.Tabs(selected="evaluate"), gr.Dropdown(value=scene_id),
+                                                  evaluate.show_run(scene_id, run_id))),
+            [gen_scene, gen_newest], [tabs, eval_scene, evaluate.runs], api_name="generation_to_evaluate")
+        # A generation adds runs: both run pickers list them at once (the ticked/chosen ones stay).
+        gen_newest.change(evaluate.refresh, [eval_scene, evaluate.runs, evaluate.backbone], evaluate.runs,
+                          **INTERNAL)
+        gen_newest.change(att_runs_with, [browse.opened, att_run], att_run, **INTERNAL)
     return demo
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import gradio as gr
 
 from core.types import MASK_REGIONS
-from ui.common import GPU, INTERNAL, bind, fmt, user_errors
+from ui.common import GPU, INTERNAL, bind, first_on_disk, fmt, run_label, user_errors
 
 # The course's probes (course.md): what the maps of these words should show.
 PROBES = {
@@ -28,7 +28,7 @@ def build_attention(lab, demo: gr.Blocks, folder: gr.State, scene: gr.Dropdown):
     Returns the run dropdown and `runs_with_maps(folder, run_id)`, its fresh value with
     `run_id` chosen, so Generate can open a run here."""
     unet = [(s.label, s.id) for s in lab.backbones.specs() if s.attention in ("unet", "joint")]
-    with gr.Tab("Attention", id="attention"):
+    with gr.Tab("Attention", id="attention") as tab:
         gr.Markdown("DAAM word maps: how much each word of the prompt attended to each pixel, summed over "
                     "every cross-attention layer, head and denoising step. Generate with *Record attention "
                     "maps* on, or run one of the course's probes here.")
@@ -38,7 +38,8 @@ def build_attention(lab, demo: gr.Blocks, folder: gr.State, scene: gr.Dropdown):
             refresh = gr.Button("Refresh", scale=1)
         with gr.Row():
             words = gr.CheckboxGroup([], label="Words", scale=3, elem_id="att-words")
-            alpha = gr.Slider(0.0, 1.0, value=0.5, step=0.05, label="Opacity", scale=1)
+            alpha = gr.Slider(0.0, 1.0, value=0.5, step=0.05, label="Opacity", scale=1,
+                              elem_id="att-alpha")
             step = gr.Slider(0, 1, value=0, step=1, label="Step (0 = all steps summed)", visible=False,
                              scale=1, elem_id="att-step")
         grid = gr.Gallery(label="Word maps over the generated image (jet: blue low, red high)", columns=4,
@@ -56,11 +57,17 @@ def build_attention(lab, demo: gr.Blocks, folder: gr.State, scene: gr.Dropdown):
 
     runs_with = bind(runs_with_maps, lab)
     gr.on([demo.load, folder.change, refresh.click], runs_with, folder, run, api_name="attention_runs")
+    # Runs recorded in another tab appear when this one is opened again; the chosen one stays.
+    tab.select(runs_with, [folder, run], run, **INTERNAL)
     run.change(bind(open_run, lab), run, [words, arrays, step], api_name="attention_words").then(
         bind(show, lab), [folder, run, words, alpha, step], [grid, stats], **INTERNAL)
-    gr.on([words.input, alpha.release, step.release], bind(show, lab), [folder, run, words, alpha, step],
-          [grid, stats], api_name="attention_maps")
-    probe.change(lambda name: PROBES[name], probe, probe_prompt, **INTERNAL)
+    # alpha.change, not .release: the slider's number box changes the value without a release.
+    gr.on([words.input, alpha.change, step.release], bind(show, lab), [folder, run, words, alpha, step],
+          [grid, stats], api_name="attention_maps", trigger_mode="always_last")
+    probe.change(user_errors(lambda name: PROBES[name]), probe, probe_prompt, **INTERNAL)
+    probe_specs = [s for s in lab.backbones.specs() if s.attention in ("unet", "joint")]
+    demo.load(lambda: gr.update(value=first_on_disk(lab, probe_specs) or backbone.value), None, backbone,
+              **INTERNAL)  # start on a backbone that is on disk
     probe_btn.click(bind(run_probe, lab), [folder, scene, backbone, probe_prompt], run, api_name="attention_probe",
                     **GPU)
     return run, runs_with
@@ -74,8 +81,7 @@ def runs_with_maps(lab, path, keep=None):
     from core.attention.analysis import has_maps
 
     root = str(lab.datasets.open(path).root)
-    found = [(f"{r.record['backbone']} · {r.record.get('scene_id')} · {r.record.get('created', '')[:19]}",
-              r.run_id) for r in lab.runs.list()
+    found = [(run_label(r, scene=True), r.run_id) for r in lab.runs.list()
              if has_maps(r.path) and r.record.get("data_root") == root]
     ids = [c[1] for c in found]
     return gr.Dropdown(found, value=keep if keep in ids else (ids[0] if ids else None),

@@ -23,15 +23,32 @@ ARROWS = {"mse": "↓", "psnr": "↑", "ssim": "↑", "lpips": "↓"}
 def bind(handler, lab):
     """`handler(lab, ...)` as an event function of the remaining arguments. Gradio still sees
     the handler's name (the default api_name), its `gr.Progress` defaults and its
-    `gr.SelectData` annotations, so handlers stay plain module-level functions."""
+    `gr.SelectData` annotations (and a generator stays a generator), so handlers stay plain
+    module-level functions."""
 
-    @functools.wraps(handler)
-    def bound(*args, **kwargs):
-        return handler(lab, *args, **kwargs)
+    if inspect.isgeneratorfunction(handler):  # Gradio streams only generator functions
+        @functools.wraps(handler)
+        def bound(*args, **kwargs):
+            yield from handler(lab, *args, **kwargs)
+    else:
+        @functools.wraps(handler)
+        def bound(*args, **kwargs):
+            return handler(lab, *args, **kwargs)
 
     signature = inspect.signature(handler)
     bound.__signature__ = signature.replace(parameters=list(signature.parameters.values())[1:])
     return bound
+
+
+def first_on_disk(lab, specs) -> str | None:
+    """The id of the first of `specs` whose files are on disk, or None when none is."""
+    for spec in specs:
+        try:
+            if lab.backbones.readiness(spec.id).ready:
+                return spec.id
+        except LabError:
+            continue
+    return None
 
 
 log = logging.getLogger("xbdlab.ui")
@@ -46,7 +63,8 @@ def notify(message: str, *, title: str = "Not done") -> None:
     gr.Warning(message, duration=TOAST_SECONDS, title=title)
 
 
-def _report(fn, err: BaseException) -> None:
+def report(fn, err: BaseException) -> None:
+    """Tell the user about `err` raised by handler `fn` (see `user_errors`)."""
     if isinstance(err, LabError):  # expected: the user can fix it; one line in the log
         log.warning("%s: %s", fn.__name__, str(err).splitlines()[0] if str(err) else type(err).__name__)
         notify(str(err))
@@ -67,7 +85,7 @@ def user_errors(fn):
             try:
                 yield from fn(*args, **kwargs)
             except Exception as err:  # noqa: BLE001 - reported, never re-raised into the page
-                _report(fn, err)
+                report(fn, err)
                 yield gr.skip()
         return generator
 
@@ -76,10 +94,30 @@ def user_errors(fn):
         try:
             return fn(*args, **kwargs)
         except Exception as err:  # noqa: BLE001 - reported, never re-raised into the page
-            _report(fn, err)
+            report(fn, err)
             return gr.skip()
 
     return wrapper
+
+
+def run_label(run, *, scene: bool = False) -> str:
+    """A run told apart at a glance: backbone (and the scene when asked), then what set it
+    apart (seed, steps, strength; an upload's file name), then when it was made (UTC, to the
+    second). Only what the run recorded is shown."""
+    record, p = run.record, run.record.get("params") or {}
+    parts = [str(record.get("backbone", "?"))]
+    if scene and record.get("scene_id"):
+        parts.append(str(record["scene_id"]))
+    if p.get("file"):
+        parts.append(str(p["file"]))
+    if p.get("seed") is not None:
+        parts.append(f"seed {p['seed']}")
+    if p.get("steps") is not None:
+        parts.append(f"{p['steps']} steps")
+    if p.get("strength") is not None:
+        parts.append(f"strength {float(p['strength']):.2f}")
+    parts.append(str(record.get("created", ""))[:19].replace("T", " "))
+    return " · ".join(part for part in parts if part)
 
 
 def fmt(value, digits: int = 4) -> str:

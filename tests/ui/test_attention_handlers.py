@@ -155,3 +155,39 @@ def test_the_tab_shows_the_shares_saved_with_the_run(lab, scene, masks):
     file.write_text(json.dumps(doc))
     _, rows = show(lab, DATA, saved_run, ["flood"], 0.5)
     assert rows[0][2] == f"25.0% / {masks['building'].mean():.1%}"
+
+
+SKIP = {"__type__": "update"}  # gr.skip(): every output keeps its value
+
+
+def test_a_missing_run_is_a_message_and_every_output_stays(lab):
+    from inspect import signature
+
+    from ui.common import bind
+
+    for handler, args in ((open_run, ("gone",)), (show, (DATA, "gone", ["flood"], 0.5))):
+        with pytest.warns(UserWarning, match="No run 'gone'"):
+            assert handler(lab, *args) == SKIP
+        bound = bind(handler, lab)  # as the tab wires it: same name, the Lab taken off, same errors
+        assert bound.__name__ == handler.__name__
+        assert list(signature(bound).parameters) == list(signature(handler).parameters)[1:]
+        with pytest.warns(UserWarning, match="No run 'gone'"):
+            assert bound(*args) == SKIP
+
+
+def test_runs_are_told_apart_by_seed_and_steps(lab, scene):
+    run = lab.runs.create(np.zeros((SIZE, SIZE, 3), np.uint8), kind="generation", backbone="tiny-sd21",
+                          scene_id=scene.scene_id, params={"seed": 7, "steps": 12},
+                          data_root=str(lab.datasets.open(DATA).root))
+    save_maps(run.path, {"flood": WordMap("flood", np.ones((SIZE, SIZE), np.float32), 1.0)})
+    labels = dict((v, k) for k, v in runs_with_maps(lab, DATA).choices)
+    assert labels[run.run_id].startswith(f"tiny-sd21 · {scene.scene_id} · seed 7 · 12 steps · 20")
+
+
+def test_the_probe_backbone_starts_on_one_that_is_on_disk(lab):
+    from ui.common import first_on_disk
+
+    specs = [s for s in lab.backbones.specs() if s.attention in ("unet", "joint")]
+    ready = first_on_disk(lab, specs)
+    assert ready is not None and lab.backbones.readiness(ready).ready
+    assert first_on_disk(lab, [s for s in specs if not s.test_only]) is None  # no real weights here

@@ -10,18 +10,25 @@ as well (which tiles a filter selects, file names of exports, import and export)
 
 from __future__ import annotations
 
+import difflib
+import hashlib
+import os
+import tempfile
 from functools import partial
+from pathlib import Path
 
 import gradio as gr
 
-from core.captions.service import NO_CAPTION
+from core.captions.service import AUTOSAVE_PAUSE_SECONDS, NO_CAPTION
 from core.captions.store import ConflictError
 from core.errors import LabError
 from ui.browse import ALL, DAMAGE_FILTERS
 from ui.common import GPU, INTERNAL, user_errors
 
 STATUS_FILTERS = [ALL, "auto", "edited", "reviewed", NO_CAPTION]
-HISTORY_HEADERS = ["id", "time (UTC)", "author", "kind", "status", "text"]
+HISTORY_HEADERS = ["id", "when (UTC)", "author", "kind", "status", "change from the version before"]
+RESTORE_HINT = "Pick a row of the history to restore that version."
+DIFF_CHARS = 240  # longest change shown in a history row
 # Alt+→ next, Alt+← previous, Alt+N next not reviewed (works while typing in the editor).
 SHORTCUTS_JS = """
 <script>
@@ -54,12 +61,12 @@ def build_captions(lab, demo: gr.Blocks, folder: gr.State) -> None:
         gr.Markdown("Shortcuts: Alt+→ next, Alt+← previous, Alt+N next not reviewed. "
                     "Edits save as you type; the line under the editor says when the last one was saved.")
         with gr.Row():
-            tile = gr.Image(label="Tile", format="png", interactive=False, height=420, scale=1)
+            tile = gr.Image(label="Tile", format="png", interactive=False, height=420, scale=1, elem_id="cap-tile")
             with gr.Column(scale=1):
                 editor = gr.Textbox(label="Caption (yours to correct)", lines=6, elem_id="cap-editor")
                 saved = gr.Markdown(elem_id="cap-saved")
                 with gr.Row():
-                    backbone = gr.Dropdown(backbones, value=backbones[0][1] if backbones else None,
+                    backbone = gr.Dropdown(backbones, value=count_backbone(lab),
                                            label="Count tokens for", scale=2)
                     tokens = gr.Markdown(elem_id="cap-tokens")
                 with gr.Row():
@@ -77,10 +84,13 @@ def build_captions(lab, demo: gr.Blocks, folder: gr.State) -> None:
             batch_note = gr.Markdown(elem_id="cap-batch")
             cancel_state = gr.State(None)
         with gr.Accordion("History", open=False):
-            history = gr.Dataframe(headers=HISTORY_HEADERS, interactive=False, wrap=True, elem_id="cap-history")
+            history = gr.Dataframe(headers=HISTORY_HEADERS, interactive=False, wrap=True, elem_id="cap-history",
+                                   column_widths=["6%", "18%", "10%", "9%", "9%", "48%"])
+            picked = gr.Markdown(RESTORE_HINT, elem_id="cap-picked")
             with gr.Row():
-                restore_id = gr.Number(label="History id to restore", precision=0)
-                restore_btn = gr.Button("Restore this version")
+                # Set by picking a row (hidden; an API parameter of restore_caption).
+                restore_id = gr.Number(label="History id to restore", precision=0, visible=False)
+                restore_btn = gr.Button("Restore the picked version", interactive=False, elem_id="cap-restore")
         with gr.Accordion("Import and export", open=False):
             with gr.Row():
                 course_file = gr.File(label="Import the course's captions.jsonl", file_types=[".jsonl"])
@@ -110,6 +120,9 @@ def build_captions(lab, demo: gr.Blocks, folder: gr.State) -> None:
     def restore_version(name, history_id, current_version, request: gr.Request):
         return restore(lab, name, history_id, author_of(request), current_version)
 
+    def pick_version(name, evt: gr.SelectData):
+        return pick(lab, name, evt.row_value)
+
     caption_btn.click(partial(caption_these, lab), [folder, images, captioner, summarise_for],
                       [cancel_state, batch_note], api_name="caption_these", **GPU).then(
         partial(show, lab), [folder, image], shown, **INTERNAL)
@@ -118,12 +131,15 @@ def build_captions(lab, demo: gr.Blocks, folder: gr.State) -> None:
     gr.on([demo.load, folder.change, status_f.input, disaster_f.input, damage_f.input, phase_f.input],
           partial(apply_filters, lab), filters, [images, image], api_name="caption_filter")
     image.change(partial(show, lab), [folder, image], shown, api_name="show_caption")
-    editor.input(save_caption, [folder, image, editor, version], [version, saved], api_name="save_caption",
-                 trigger_mode="always_last")
+    editor.input(save_caption, [folder, image, editor, version], [version, saved, history],
+                 api_name="save_caption", trigger_mode="always_last")
     gr.on([editor.change, backbone.change], partial(count, lab), [backbone, editor], tokens, **INTERNAL,
           trigger_mode="always_last")
     reviewed_btn.click(mark_reviewed, [image, version], [saved, history, version], api_name="mark_reviewed")
     edited_btn.click(mark_edited, [image, version], [saved, history, version], **INTERNAL)
+    history.select(pick_version, image, [restore_id, picked, restore_btn], **INTERNAL)
+    image.change(lambda: (None, RESTORE_HINT, gr.Button(interactive=False)), None,
+                 [restore_id, picked, restore_btn], **INTERNAL)
     restore_btn.click(restore_version, [image, restore_id, version], [editor, saved, history, version],
                       api_name="restore_caption")
     prev_btn.click(partial(step, offset=-1), [images, image], image, **INTERNAL)
@@ -173,20 +189,23 @@ def show(lab, path, name) -> list:
             saved_line(record), history_rows(lab, name), record.version]
 
 
-def save(lab, path, name, text, current_version, author) -> tuple[int, str]:
+@user_errors
+def save(lab, path, name, text, current_version, author) -> tuple[int, str, list[list]]:
     """Save `text` as `author`'s caption of tile `name` of the dataset at `path`, if it is
-    still at `current_version`. Returns (the version now loaded, the line under the editor):
-    the new version and what was saved, or the old version and why nothing was (a stale
-    page, a name the dataset does not know, a disk that refused the write; never an
-    exception, so autosave goes on)."""
+    still at `current_version`. Returns (the version now loaded, the line under the editor,
+    the history rows): the new version and what was saved, or the old version and why
+    nothing was (a stale page, a name the dataset does not know, a disk that refused the
+    write; said in the line, never raised, so autosave goes on). Autosaves by one author
+    less than AUTOSAVE_PAUSE_SECONDS apart make one history entry (see
+    `CaptionStore.save_edit`); the text saved last is always the stored one."""
     if not name:
-        return current_version, "Pick a tile first: nothing was saved."
+        return current_version, "Pick a tile first: nothing was saved.", gr.skip()
     try:
         record = lab.captions.save_edit(name, text, author=author, expected_version=current_version,
-                                        index=lab.datasets.open(path))
+                                        index=lab.datasets.open(path), coalesce_seconds=AUTOSAVE_PAUSE_SECONDS)
     except LabError as err:
-        return current_version, f"**Not saved**: {err}"
-    return record.version, saved_line(record)
+        return current_version, f"**Not saved**: {err}", gr.skip()
+    return record.version, saved_line(record), history_rows(lab, name)
 
 
 @user_errors
@@ -206,7 +225,8 @@ def restore(lab, name, history_id, author, current_version) -> tuple[str, str, l
     """Make the text of history entry `history_id` `name`'s caption again, as `author`, if
     it is still at `current_version`; returns (text, saved line, history rows, version).
     When someone saved since, nothing changes (the editor is left as it is) and the saved
-    line says so."""
+    line says so; any other refusal (an entry of another image) is a message, and every
+    output, the editor included, keeps what it shows."""
     try:
         record = lab.captions.store.restore(name, int(history_id or 0), author=author,
                                             expected_version=current_version)
@@ -215,6 +235,21 @@ def restore(lab, name, history_id, author, current_version) -> tuple[str, str, l
     return record.text, saved_line(record), history_rows(lab, name), record.version
 
 
+@user_errors
+def pick(lab, name, row) -> tuple:
+    """(history id, what restoring it would bring back, the Restore button made usable) for
+    the History row `row` (its cells, id first) of image `name`."""
+    history_id = int(row[0])
+    entry = next((h for h in lab.captions.store.history(name) if h.id == history_id), None) if name else None
+    if entry is None:
+        raise LabError("That row is not in this tile's history any more: pick one from the table.")
+    text = entry.text if len(entry.text) <= 600 else entry.text[:600] + "…"
+    note = (f"Picked the version of {short_time(entry.time)} by {entry.author or 'unknown'} "
+            f"({entry.kind}, {entry.status}). Restoring makes this text the caption again:\n\n> {text}")
+    return history_id, note, gr.Button(f"Restore the version of {short_time(entry.time)}", interactive=True)
+
+
+@user_errors
 def step(names, name, offset):
     """The image `offset` places from `name` in `names`, wrapping round (from the start
     when `name` is not listed); None for an empty list."""
@@ -224,6 +259,7 @@ def step(names, name, offset):
     return names[(i + offset) % len(names)]
 
 
+@user_errors
 def next_unreviewed(lab, names, name):
     """The next image after `name` in `names` whose caption is not reviewed; `name` itself,
     with a notice, when every one is."""
@@ -248,9 +284,12 @@ def import_course(lab, path_file):
     lines, no change to the download button)."""
     if not path_file:
         return gr.skip(), gr.skip()
-    report = lab.captions.import_course(path_file)
+    try:
+        report = lab.captions.import_course(path_file)
+    except LabError as err:  # said with the file's own name, not the server's upload path
+        raise LabError(_own_name(str(err), path_file)) from err
     bad = "".join(f"\n- line {n}: {reason}" for n, reason in report.bad[:20])
-    return report.summary() + bad, gr.skip()
+    return _own_name(report.summary(), path_file) + _own_name(bad, path_file), gr.skip()
 
 
 @user_errors
@@ -269,13 +308,15 @@ def export(lab, kind, path, names):
     return note, gr.DownloadButton(value=str(out), visible=True)
 
 
+@user_errors
 def caption_these(lab, path, names, captioner_id, backbone_id, progress=gr.Progress()):
     """Machine-caption the tiles `names` with `captioner_id` (summarised for `backbone_id`
-    when given). Yields (cancel token, "Captioning…") first, then (no change, the report)."""
+    when given). Yields (cancel token, "Captioning…") first, then (no change, the report).
+    A refusal (no tile, a model not on disk) is a message; the note then says nothing was done."""
     from core.generation.progress import CancelToken
 
     if not names:
-        raise gr.Error("No tile matches the filters.")
+        raise LabError("No tile matches the filters: change them so that some tiles are listed.")
     index = lab.datasets.open(path)
     token = CancelToken()
     yield token, "Captioning…"
@@ -284,11 +325,13 @@ def caption_these(lab, path, names, captioner_id, backbone_id, progress=gr.Progr
                                              phases=lab.captions.phases_of(names),
                                              summarise_for=backbone_id or None, cancel=token,
                                              progress=lambda done, total, name: progress((done, total), desc=name))
-    except LabError as err:
-        raise gr.Error(str(err), duration=None) from err
+    except LabError:
+        yield gr.skip(), "Not captioned: see the message."
+        raise
     yield gr.skip(), report.summary()
 
 
+@user_errors
 def stop_captioning(token) -> None:
     """Ask the machine captioning holding `token` to stop after the tile in progress."""
     if token is not None:
@@ -310,21 +353,121 @@ def author_of(request: gr.Request | None) -> str:
     return (getattr(request, "username", None) or "browser") if request is not None else "browser"
 
 
-def tile_picture(lab, path, name):
-    """The picture of image `name` of the dataset at `path`."""
+def tile_picture(lab, path, name) -> str:
+    """The picture of image `name` of the dataset at `path`, as the path of a PNG named by
+    its content (`immutable_png`).
+
+    Not the array: gradio writes an array to `<cache>/<hash of its bytes>/image.png`
+    again on every event that shows it, truncating the file in place, so a browser still
+    reading that URL (a reload, two events showing one tile) got a short body and a
+    Content-Length mismatch: a broken image. A path is copied into gradio's cache once,
+    atomically, and reused; this file is never rewritten either."""
     index = lab.datasets.open(path)
-    return index.load_image(*lab.captions.locate(index, name))
+    return str(immutable_png(index.load_image(*lab.captions.locate(index, name))))
+
+
+def tile_folder() -> Path:
+    """Where tile pictures are written: in gradio's upload folder (always servable)."""
+    return Path(os.environ.get("GRADIO_TEMP_DIR") or Path(tempfile.gettempdir()) / "gradio") / "xbdlab-tiles"
+
+
+def immutable_png(array, folder: Path | None = None) -> Path:
+    """`array` (H×W×3 uint8) as `<folder>/<sha256 of the PNG>.png`: written once, under a
+    temporary name renamed into place, and never rewritten (same picture, same file)."""
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format="PNG", compress_level=1)
+    data = buffer.getvalue()
+    folder = Path(folder) if folder is not None else tile_folder()
+    target = folder / f"{hashlib.sha256(data).hexdigest()}.png"
+    if target.is_file() and target.stat().st_size == len(data):
+        return target
+    folder.mkdir(parents=True, exist_ok=True)
+    fd, staging = tempfile.mkstemp(dir=folder, prefix=".tile-", suffix=".png")
+    try:
+        with os.fdopen(fd, "wb") as out:
+            out.write(data)
+        os.replace(staging, target)
+    except BaseException:
+        Path(staging).unlink(missing_ok=True)
+        raise
+    return target
 
 
 def saved_line(record) -> str:
     """The line under the editor: which version was saved, its status, when and by whom."""
     return (f"Saved: version {record.version}, **{record.status}**, "
-            f"{record.updated} by {record.updated_by}")
+            f"{short_time(record.updated)} UTC by {record.updated_by}")
 
 
 def history_rows(lab, name) -> list[list]:
-    """The History table of `name`: newest change first."""
-    return [[h.id, h.time, h.author, h.kind, h.status, h.text] for h in reversed(lab.captions.store.history(name))]
+    """The History table of `name`, newest change first: id, time, author, kind, status
+    and the change of the text from the entry before (`word_diff`)."""
+    entries = lab.captions.store.history(name) if name else []
+    rows, before = [], None
+    for h in entries:
+        rows.append([h.id, short_time(h.time), h.author or "", h.kind, h.status, word_diff(before, h.text)])
+        before = h.text
+    return rows[::-1]
+
+
+def word_diff(old: str | None, new: str, limit: int = DIFF_CHARS) -> str:
+    """What changed from `old` to `new`, word by word: "+words" added, "−words" removed
+    (a replacement is both), the changes in order, separated by " … "; the whole text
+    with "+" for the first version, "(text unchanged)" when only the status changed.
+    At most `limit` characters."""
+    if old is None:
+        out = "+" + new if new else "(empty)"
+    elif old == new:
+        out = "(text unchanged)"
+    else:
+        a, b = old.split(), new.split()
+        hunks = []
+        for op, i1, i2, j1, j2 in difflib.SequenceMatcher(a=a, b=b, autojunk=False).get_opcodes():
+            hunk = []
+            if op in ("replace", "delete"):
+                hunk.append("−" + " ".join(a[i1:i2]))
+            if op in ("replace", "insert"):
+                hunk.append("+" + " ".join(b[j1:j2]))
+            if hunk:
+                hunks.append(" ".join(hunk))
+        out = " … ".join(hunks) or "(spacing only)"
+    return out if len(out) <= limit else out[:limit - 1] + "…"
+
+
+def short_time(iso: str) -> str:
+    """An ISO time of the store as "YYYY-MM-DD HH:MM:SS" (UTC)."""
+    return iso[:19].replace("T", " ") if isinstance(iso, str) else ""
+
+
+def count_backbone(lab) -> str | None:
+    """The backbone the token counter starts on: the first whose files are on disk; with
+    none, the first whose CLIP count works without files (not a test backbone); else the
+    first one."""
+    specs = lab.backbones.specs()
+    for spec in specs:
+        try:
+            if lab.backbones.readiness(spec.id).ready:
+                return spec.id
+        except LabError:
+            continue
+    for spec in specs:
+        if not spec.test_only and any(name.startswith("clip") for name in spec.tokenizers):
+            return spec.id
+    return specs[0].id if specs else None
+
+
+def _own_name(text: str, path) -> str:
+    """`text` with the server's path of an uploaded file (and its folder) replaced by the
+    file's own name."""
+    full = str(path)
+    name = Path(full).name
+    text = text.replace(full, name)
+    folder = str(Path(full).parent)
+    return text.replace(folder + os.sep, "").replace(folder, "the upload") if folder not in ("", ".") else text
 
 
 def _any(value):

@@ -199,14 +199,23 @@ def _missing_parts(folder: Path, skip: tuple[str, ...] = ()) -> list[str]:
     return missing
 
 
-def _fixes(repo_id: str) -> str:
+_PIPELINE_FOLDER = "point the backbone at a local folder holding the pipeline (with model_index.json)"
+
+
+def fixes(repo_id: str, local: str = _PIPELINE_FOLDER) -> str:
+    """What to do when `repo_id` is not on disk: download it (here or elsewhere, then copy
+    its cache folder), `local` (the local-folder way, as a clause), or use a mirror. The
+    diffusion backbones' wording; other models pass their own `local` clause."""
     return (
         "Fix it in one of three ways: (1) download it, here (the download action, or "
         f"`hf download {repo_id}`) or on a connected machine, then copy its cache folder "
-        f"`models--{repo_id.replace('/', '--')}` into {hub_cache_dir()}; (2) point the backbone at a "
-        "local folder holding the pipeline (with model_index.json); (3) set HF_ENDPOINT to a "
+        f"`models--{repo_id.replace('/', '--')}` into {hub_cache_dir()}; (2) {local}; (3) set HF_ENDPOINT to a "
         "reachable hub mirror and download."
     )
+
+
+def _fixes(repo_id: str) -> str:
+    return fixes(repo_id)
 
 
 def readiness(spec, source: Source, *, skip: tuple[str, ...] = ()) -> Readiness:

@@ -161,6 +161,14 @@ class Captioner:
         dtype = torch_dtype(self.spec_dtype, device) if str(device).startswith("cuda") else torch.float32
         return self.bind(self.loader(str(device), dtype).to(device))
 
+    def check_ready(self, models_dir=None) -> None:
+        """Raise ModelNotAvailable (what to do included) when this captioner's weights are
+        not on disk; a no-op for captioners without weights. Looks at disk only.
+        `models_dir`: the app's models folder, named in the message."""
+        source = getattr(self, "source", None)
+        if self.needs_model and source:
+            require_on_disk(source, self.label or self.id, local=local_folder_clause(self.id, models_dir))
+
     def _require_bundle(self) -> ModelBundle:
         if self.bundle is None:
             raise RuntimeError(
@@ -185,6 +193,46 @@ class Captioner:
     def caption(self, image: Any, context: CaptionContext) -> str:
         """The caption of `image`: preprocess, forward, postprocess."""
         return self.postprocess(self.forward(self.preprocess(image, context)), context)
+
+
+def require_on_disk(source: str, label: str, local: str) -> None:
+    """Raise ModelNotAvailable, with what to do, unless `source` (a hub id, or a local
+    folder) is on disk: a folder with config.json and weights, or a hub id in the local
+    Hugging Face cache. Looks at disk only (no network), so an offline machine gets the
+    curated message of the diffusion backbones (`core.backends.sources.fixes`) instead of
+    transformers' "couldn't connect" one. `local`: where a local folder of the model goes
+    (a clause such as "put the model folder at models/t5"), for the message."""
+    from types import SimpleNamespace
+
+    from core.backends.sources import as_source, cache_folder_for, fixes, readiness
+    from core.errors import ModelNotAvailable
+
+    src = as_source(source)
+    state = readiness(SimpleNamespace(label=label), src)
+    if state.ready:
+        return
+    if src.kind == "folder":
+        raise ModelNotAvailable(
+            f"{label}: the folder {src.path_or_id} does not hold the model (it needs config.json and the "
+            f"weights, *.safetensors or *.bin, as `save_pretrained` writes them). Copy the model there, or {local}.")
+    repo = src.path_or_id
+    rev = f" at revision {src.revision}" if src.revision else ""
+    where = "is incomplete in" if state.size_bytes else "is not in"
+    raise ModelNotAvailable(f"{label}: {repo}{rev} is not on disk: it {where} the Hugging Face cache "
+                            f"({cache_folder_for(repo)}), and nothing is downloaded while captioning. "
+                            + fixes(repo, local))
+
+
+def local_folder_clause(name: str, models_dir=None) -> str:
+    """How to use a local folder instead, for `require_on_disk` messages: the folder `name`
+    in the app's models folder (`models_dir` when known; --models or XBDLAB_MODELS_DIR)."""
+    what = "save the model (config.json and its weights, as `save_pretrained` writes them) in "
+    if models_dir is not None:
+        from pathlib import Path
+
+        return what + f"{Path(models_dir).expanduser() / name}"
+    return what + (f"a folder named `{name}` inside the app's models folder (start the app with "
+                   "--models FOLDER or set XBDLAB_MODELS_DIR)")
 
 
 def to_pil(image: Any):

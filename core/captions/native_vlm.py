@@ -52,6 +52,7 @@ class NativeVLMCaptioner(Captioner):
 
     def loader(self, device: Any, dtype: Any) -> ModelBundle:
         """Processor and model from `self.source` (hub id or folder) on `device`."""
+        self.check_ready()  # not on disk: say how to get it, not transformers' "couldn't connect"
         from transformers import AutoModelForImageTextToText, AutoProcessor
 
         processor = AutoProcessor.from_pretrained(self.source)

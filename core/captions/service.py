@@ -17,6 +17,9 @@ from core.errors import DataError, LabError
 T5_HUB_ID = "google-t5/t5-large"
 EXPORT_KINDS: tuple[str, ...] = ("captions", "controlnet")
 """What `CaptionService.export_path` names: a course captions.jsonl, a ControlNet metadata.jsonl."""
+AUTOSAVE_PAUSE_SECONDS = 5.0
+"""Autosaves by one person less than this far apart make one history entry (a pause in
+typing longer than this starts a new one)."""
 NO_CAPTION = "no caption yet"
 """The status filter of `CaptionService.image_names` for images with no stored caption."""
 
@@ -58,12 +61,14 @@ class CaptionService:
 
     # -- a person's edits ---------------------------------------------------------------------
     def save_edit(self, image: str, text: str, *, author: str, expected_version: int | None = None,
-                  index=None):
+                  index=None, coalesce_seconds: float = 0):
         """Save `author`'s `text` as the caption of `image` (see `CaptionStore.save_edit`:
-        durable, refused with ConflictError when someone saved after `expected_version`).
-        Only for an image `check_image` accepts; returns the new record."""
+        durable, refused with ConflictError when someone saved after `expected_version`;
+        `coalesce_seconds`: autosaves by one author with shorter pauses make one history
+        entry). Only for an image `check_image` accepts; returns the new record."""
         self.check_image(image, index)
-        return self.store.save_edit(image, text, author=author, expected_version=expected_version)
+        return self.store.save_edit(image, text, author=author, expected_version=expected_version,
+                                    coalesce_seconds=coalesce_seconds)
 
     def check_image(self, image: str, index=None) -> None:
         """Refuse (CaptionStoreError) an image name that neither the store (a caption made or
@@ -186,11 +191,13 @@ class CaptionService:
         from core.captions.batch import caption_scenes
         from core.captions.captioners import get_captioner
 
-        captioner = get_captioner(captioner_id)
+        captioner = get_captioner(captioner_id, **self._local_source(captioner_id))
+        captioner.check_ready(self.models_dir)  # before anything leaves the GPU or any tile is read
         summariser = clip_tokenizer = None
         if summarise_for:
             clip_tokenizer = self._clip_tokenizer(summarise_for)
             summariser = self._summariser()
+            summariser.check_ready(self.models_dir)
         return caption_scenes(index, scenes, captioner, store=self.store, phases=tuple(phases),
                               summariser=summariser, clip_tokenizer=clip_tokenizer, manager=self.models,
                               progress=progress, cancel=cancel)
@@ -204,6 +211,23 @@ class CaptionService:
                            "another one.")
         return tokenizers["clip"]
 
+    def _local_source(self, captioner_id: str) -> dict:
+        """{"source": folder} when the models folder holds `captioner_id`'s model in a folder
+        named after the id (`models/qwen2-vl`) or its hub id (`models/Qwen--Qwen2-VL-2B-Instruct`
+        or `models/Qwen/Qwen2-VL-2B-Instruct`), else {} (its hub id)."""
+        if not self.models_dir:
+            return {}
+        from core.captions.captioners import get_captioner
+
+        default = getattr(get_captioner(captioner_id), "source", None)
+        if not default:
+            return {}
+        root = Path(self.models_dir).expanduser()
+        for name in (captioner_id, default.replace("/", "--"), default):
+            if (root / name).is_dir():
+                return {"source": str(root / name)}
+        return {}
+
     def _summariser(self):
         from core.captions.t5 import T5Summariser
 
@@ -212,4 +236,4 @@ class CaptionService:
         return T5Summariser(source, manager=self.models)
 
 
-__all__ = ["EXPORT_KINDS", "NO_CAPTION", "CaptionService", "T5_HUB_ID"]
+__all__ = ["AUTOSAVE_PAUSE_SECONDS", "EXPORT_KINDS", "NO_CAPTION", "CaptionService", "T5_HUB_ID"]

@@ -563,7 +563,7 @@ class CaptionStore:
         return self._fetch(conn, image), ("kept" if person and machine_changed else "updated")
 
     def save_edit(self, image: str, text: str, *, author: str, status: str = "edited",
-                  expected_version: int | None = None) -> CaptionRecord:
+                  expected_version: int | None = None, coalesce_seconds: float = 0) -> CaptionRecord:
         """Save a person's text for `image` in its own durable transaction (autosave-safe).
 
         Returns the new record, whose `version` is one more than before. Saving the text
@@ -572,6 +572,13 @@ class CaptionStore:
         loaded; 0 for an image with no caption yet), raises `ConflictError` carrying the
         stored record when someone saved in between, so no save is silently overwritten.
         An image with no caption yet gets a new record (scene, phase and disaster from its name).
+
+        `coalesce_seconds` (autosave): when the newest history entry is an edit by the same
+        `author`, with the same status, written less than that many seconds ago, the edit
+        replaces that entry's text and time instead of adding an entry, so one pause in
+        typing leaves one version in the history, not one per keystroke. The record's
+        `version` still goes up (the conflict check stays exact) and the text saved last is
+        always the stored one; an edit by anyone else always adds an entry.
         """
         _check_status(status)
         _check_image(image)
@@ -597,8 +604,28 @@ class CaptionStore:
             kind = "status" if text == current.text else "edit"
             conn.execute("UPDATE captions SET text=?, status=?, version=version+1, updated=?, updated_by=? "
                          "WHERE image=?", (text, status, now, author, image))
-            self._log(conn, image, text, status, kind, author, now)
+            newest = self._coalescible(conn, image, author, status, now, coalesce_seconds) if kind == "edit" else None
+            if newest is not None:
+                conn.execute("UPDATE history SET text=?, time=? WHERE id=?", (text, now, newest))
+            else:
+                self._log(conn, image, text, status, kind, author, now)
             return _record(self._fetch(conn, image))
+
+    @staticmethod
+    def _coalescible(conn, image: str, author: str, status: str, now: str, seconds: float) -> int | None:
+        """The id of `image`'s newest history entry when an edit made `now` by `author` may
+        replace it (see `save_edit`'s `coalesce_seconds`), else None."""
+        if not seconds or seconds <= 0:
+            return None
+        row = conn.execute("SELECT id, kind, author, status, time FROM history WHERE image=? "
+                           "ORDER BY id DESC LIMIT 1", (image,)).fetchone()
+        if row is None or row["kind"] != "edit" or row["author"] != author or row["status"] != status:
+            return None
+        try:
+            age = (datetime.fromisoformat(now) - datetime.fromisoformat(row["time"])).total_seconds()
+        except (TypeError, ValueError):
+            return None
+        return row["id"] if 0 <= age < seconds else None
 
     def set_status(self, image: str, status: str, *, author: str,
                    expected_version: int | None = None) -> CaptionRecord:

@@ -154,8 +154,16 @@ class T5Summariser:
     def model_name(self) -> str:
         return f"t5:{self.source}"
 
+    def check_ready(self, models_dir: Any = None) -> None:
+        """Raise ModelNotAvailable (what to do included) when the T5 model is not on disk
+        (looks at disk only; `models_dir`: the app's models folder, named in the message)."""
+        from core.captions.captioners import local_folder_clause, require_on_disk
+
+        require_on_disk(self.source, "T5 summariser", local=local_folder_clause("t5", models_dir))
+
     def loader(self, device: Any, dtype: Any) -> ModelBundle:
         """Tokenizer and model from `self.source` (hub id or folder), on `device`."""
+        self.check_ready()  # not on disk: say how to get it, not transformers' "couldn't connect"
         from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
         tokenizer = AutoTokenizer.from_pretrained(self.source)

@@ -2,6 +2,7 @@
 review status, history and exports."""
 
 import json
+import logging
 
 POST = "demo-volcano_00000005_post_disaster.png"
 
@@ -27,10 +28,15 @@ def test_caption_edit_review_restore_and_export(client):
     assert text == machine and "volcan" in machine.lower()
     assert "auto" in saved
 
-    first = client.predict(POST, "Lava covers the east of the town; 76 houses are gone.", api_name="/save_caption")
+    first, rows = client.predict(POST, "Lava covers the east of the town; 76 houses are gone.",
+                                 api_name="/save_caption")
     assert "version" in first and "edited" in first
-    second = client.predict(POST, "Lava covers the east of the town; 76 houses destroyed.", api_name="/save_caption")
+    second, rows = client.predict(POST, "Lava covers the east of the town; 76 houses destroyed.",
+                                  api_name="/save_caption")
     assert "edited" in second
+    # two quick saves by one person: one version in the history, holding the last text
+    assert [r[3] for r in rows["data"]] == ["edit", "machine"]
+    assert rows["data"][0][5].endswith("+houses destroyed.")  # against the machine caption
 
     # A machine re-run never overwrites a person's edit.
     client.predict("template", "", api_name="/caption_these")
@@ -40,15 +46,15 @@ def test_caption_edit_review_restore_and_export(client):
     saved, history = client.predict(POST, api_name="/mark_reviewed")
     assert "reviewed" in saved
     rows = history["data"]
-    first_edit = next(r for r in rows if r[5].endswith("houses are gone."))
-    text, saved, _ = client.predict(POST, first_edit[0], api_name="/restore_caption")
-    assert text.endswith("houses are gone.")
+    machine_entry = next(r for r in rows if r[3] == "machine")
+    text, saved, _ = client.predict(POST, machine_entry[0], api_name="/restore_caption")
+    assert text == machine
 
     note, download = client.predict(api_name="/export_captions")
     path = _local_path(download)
     lines = [json.loads(line) for line in open(path, encoding="utf-8")]
     exported = next(line for line in lines if line["image"] == POST)
-    assert exported["caption_short"].endswith("houses are gone.")
+    assert exported["caption"] == machine and exported.get("caption_short", machine) == machine
 
 
 def test_a_save_from_a_stale_page_is_refused_not_lost(client, app_url):
@@ -60,8 +66,8 @@ def test_a_save_from_a_stale_page_is_refused_not_lost(client, app_url):
     image = "demo-flood_00000001_post_disaster.png"
     client.predict(image, api_name="/show_caption")
     other.predict(image, api_name="/show_caption")
-    assert "version" in client.predict(image, "First user's words.", api_name="/save_caption")
-    refused = other.predict(image, "Second user's words.", api_name="/save_caption")
+    assert "version" in client.predict(image, "First user's words.", api_name="/save_caption")[0]
+    refused, _ = other.predict(image, "Second user's words.", api_name="/save_caption")
     assert refused.startswith("**Not saved**")
     _, text, *_ = other.predict(image, api_name="/show_caption")
     assert text == "First user's words."  # reloading shows the other user's saved edit
@@ -82,10 +88,10 @@ def test_mark_reviewed_and_restore_from_a_stale_page_are_refused_not_lost(client
     other = Client(app_url, verbose=False, download_files=False)  # a second user's page
     image = "demo-tsunami_00000006_post_disaster.png"
     client.predict(image, api_name="/show_caption")
-    assert client.predict(image, "First words.", api_name="/save_caption").startswith("Saved")
+    assert client.predict(image, "First words.", api_name="/save_caption")[0].startswith("Saved")
     _, _, _, _, _, history = other.predict(image, api_name="/show_caption")  # the other page loads that
     first_id = history["data"][0][0]
-    assert client.predict(image, "The first user's correction.", api_name="/save_caption").startswith("Saved")
+    assert client.predict(image, "The first user's correction.", api_name="/save_caption")[0].startswith("Saved")
     saved, _ = other.predict(image, api_name="/mark_reviewed")
     assert saved.startswith("**Not marked reviewed**")
     _, saved, _ = other.predict(image, first_id, api_name="/restore_caption")
@@ -94,3 +100,16 @@ def test_mark_reviewed_and_restore_from_a_stale_page_are_refused_not_lost(client
     assert text == "The first user's correction." and "**edited**" in saved
     saved, _ = other.predict(image, api_name="/mark_reviewed")  # from the reloaded version it goes through
     assert "**reviewed**" in saved
+
+
+def test_a_refused_restore_is_one_log_line_and_leaves_the_editor_as_it_was(client, caplog):
+    image = "demo-earthquake_00000004_post_disaster.png"
+    client.predict(image, api_name="/show_caption")
+    client.predict(image, "Words to keep.", api_name="/save_caption")
+    with caplog.at_level(logging.WARNING, logger="xbdlab.ui"):
+        text, saved, history = client.predict(image, 999_999, api_name="/restore_caption")
+    lines = [r for r in caplog.records if r.name == "xbdlab.ui"]
+    assert len(lines) == 1 and "does not belong" in lines[0].getMessage()
+    assert text != "" and "Not restored" not in str(saved)  # outputs skipped, not cleared
+    _, text, *_ = client.predict(image, api_name="/show_caption")
+    assert text == "Words to keep."

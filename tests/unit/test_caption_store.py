@@ -351,3 +351,40 @@ def test_a_store_of_schema_1_opens_migrated_with_its_captions(tmp_path):
         assert s.save_edit(rec.image, "New text.", author="ben", expected_version=3).version == 4
     with CaptionStore(db) as s:  # opening a current store again is a no-op
         assert s.get(rec.image).text == "New text."
+
+
+def test_quick_autosaves_by_one_author_make_one_version_and_keep_the_last_text(store):
+    sentence = "Lava flows cover the village and the road to the school."
+    version = 0
+    for n in range(1, len(sentence) + 1):  # one save per keystroke
+        version = store.save_edit(POST, sentence[:n], author="ana", expected_version=version,
+                                  coalesce_seconds=5).version
+    history = store.history(POST)
+    assert 1 <= len(history) <= 2 and history[-1].text == sentence
+    assert store.get(POST).text == sentence and version == len(sentence)  # every save still counted
+    # someone else: a version of their own, still checked against what they loaded
+    with pytest.raises(ConflictError):
+        store.save_edit(POST, "Ben's text.", author="ben", expected_version=1, coalesce_seconds=5)
+    store.save_edit(POST, "Ben's text.", author="ben", expected_version=version, coalesce_seconds=5)
+    assert [h.author for h in store.history(POST)][-2:] == ["ana", "ben"]
+    # and after ben, ana's next edit is a new version too, not a rewrite of hers
+    store.save_edit(POST, "Ana again.", author="ana", coalesce_seconds=5)
+    assert [h.text for h in store.history(POST)][-3:] == [sentence, "Ben's text.", "Ana again."]
+
+
+def test_autosaves_after_a_pause_or_a_status_change_are_versions_of_their_own(store, monkeypatch):
+    import core.captions.store as module
+
+    clock = iter(["2026-01-01T10:00:00.000000+00:00", "2026-01-01T10:00:02.000000+00:00",
+                  "2026-01-01T10:00:09.000000+00:00", "2026-01-01T10:00:10.000000+00:00",
+                  "2026-01-01T10:00:11.000000+00:00", "2026-01-01T10:00:12.000000+00:00"])
+    monkeypatch.setattr(module, "_now", lambda: next(clock))
+    store.save_edit(POST, "A", author="ana", coalesce_seconds=5)
+    store.save_edit(POST, "AB", author="ana", coalesce_seconds=5)      # 2 s later: same version
+    store.save_edit(POST, "ABC", author="ana", coalesce_seconds=5)     # 7 s pause: a new one
+    store.set_status(POST, "reviewed", author="ana")                    # a status change is its own
+    store.save_edit(POST, "ABCD", author="ana", status="reviewed", coalesce_seconds=5)
+    assert [(h.kind, h.text) for h in store.history(POST)] == [
+        ("edit", "AB"), ("edit", "ABC"), ("status", "ABC"), ("edit", "ABCD")]
+    assert store.save_edit(POST, "ABCDE", author="ana", status="reviewed").version == 6  # no coalescing: as before
+    assert len(store.history(POST)) == 5

@@ -327,3 +327,55 @@ def test_torch_out_of_memory_stops_the_batch_frees_the_model_and_says_what_to_ch
     assert manager.resident() is None  # the model was freed
     assert "memory" in str(err.value)
     assert len(store.list()) == 1  # the image captioned before it is kept
+
+
+# -- models not on disk: the curated message, not transformers' "couldn't connect" --------
+@pytest.mark.parametrize("make, model_id, folder", [
+    (lambda: get_captioner("qwen2-vl"), "Qwen/Qwen2-VL-2B-Instruct", "qwen2-vl"),
+    (lambda: __import__("core.captions.t5", fromlist=["T5Summariser"]).T5Summariser(), "google-t5/t5-large", "t5"),
+])
+def test_a_model_not_on_disk_says_where_to_put_it_without_the_network(make, model_id, folder, tmp_path,
+                                                                        monkeypatch):
+    from core.errors import ModelNotAvailable
+
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))  # an empty cache, no hub here
+    model = make()
+    for attempt in (lambda: model.check_ready(tmp_path / "models"), lambda: model.loader("cpu", torch.float32)):
+        with pytest.raises(ModelNotAvailable) as caught:
+            attempt()
+        message = str(caught.value)
+        assert model_id in message and "huggingface.co" not in message
+        assert f"models--{model_id.replace('/', '--')}" in message and str(tmp_path / "hub") in message
+        assert f"hf download {model_id}" in message and "HF_ENDPOINT" in message
+        assert folder in message and "couldn't connect" not in message.lower()
+    assert str(tmp_path / "models" / folder) in str(pytest.raises(ModelNotAvailable, model.check_ready,
+                                                                  tmp_path / "models").value)
+
+
+def test_captioning_with_a_model_not_on_disk_is_refused_before_any_tile(tmp_path, monkeypatch):
+    from core.config import DEMO_SCENES, Settings
+    from core.errors import ModelNotAvailable
+    from core.lab import Lab
+
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    lab = Lab(Settings.load(env={}, data_dir=DEMO_SCENES, work_dir=tmp_path / "work", models_dir=tmp_path / "m"))
+    index = lab.datasets.open(DEMO_SCENES)
+    with pytest.raises(ModelNotAvailable, match="Qwen/Qwen2-VL-2B-Instruct is not on disk") as caught:
+        lab.captions.caption_scenes(index, index.scenes[:1], "qwen2-vl", phases=("post",))
+    assert str(tmp_path / "m" / "qwen2-vl") in str(caught.value)
+    assert len(lab.captions.store) == 0
+    lab.captions.store.close()
+
+
+def test_a_local_model_folder_named_after_the_captioner_is_used(tmp_path):
+    import shutil
+
+    from core.config import DEMO_SCENES, Settings
+    from core.lab import Lab
+    from tests.tiny.captions import tiny_qwen2_vl_folder
+
+    shutil.copytree(tiny_qwen2_vl_folder(), tmp_path / "m" / "qwen2-vl")
+    lab = Lab(Settings.load(env={}, data_dir=DEMO_SCENES, work_dir=tmp_path / "work", models_dir=tmp_path / "m"))
+    assert lab.captions._local_source("qwen2-vl") == {"source": str(tmp_path / "m" / "qwen2-vl")}
+    assert lab.captions._local_source("template") == {}
+    lab.captions.store.close()

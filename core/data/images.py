@@ -132,6 +132,29 @@ def verify_image(path: Path | str) -> tuple[int, int]:
         raise _unreadable(path, str(err)) from None
 
 
+def _thumbnail_file(path: Path, cache_dir: Path | str, size: int) -> Path:
+    """Where the thumbnail of `path` at `size` lives under `cache_dir` (keyed by the image's
+    absolute path, mtime_ns, byte size and `size`)."""
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        raise ImageError(f"Image {path} does not exist. Re-index the data folder "
+                         "or check the path.") from None
+    key = f"{path.resolve()}|{st.st_mtime_ns}|{st.st_size}|{int(size)}"
+    digest = hashlib.sha1(key.encode("utf-8")).hexdigest()[:20]
+    return Path(cache_dir) / "thumbnails" / f"{path.stem[:80]}-{digest}.png"
+
+
+def cached_thumbnail(path: Path | str, cache_dir: Path | str, size: int = 256) -> Path | None:
+    """The thumbnail `thumbnail` would return, if it is already made; else None (never
+    reads the image, so a page can show what is cached at once)."""
+    try:
+        out = _thumbnail_file(Path(path), cache_dir, size)
+    except ImageError:
+        return None
+    return out if out.is_file() else None
+
+
 def thumbnail(path: Path | str, cache_dir: Path | str, size: int = 256) -> Path:
     """A PNG thumbnail of `path` fitting in `size` x `size` px, under `cache_dir`.
 
@@ -143,15 +166,8 @@ def thumbnail(path: Path | str, cache_dir: Path | str, size: int = 256) -> Path:
     from PIL import Image
 
     path = Path(path)
-    try:
-        st = path.stat()
-    except FileNotFoundError:
-        raise ImageError(f"Image {path} does not exist. Re-index the data folder "
-                         "or check the path.") from None
-    key = f"{path.resolve()}|{st.st_mtime_ns}|{st.st_size}|{int(size)}"
-    digest = hashlib.sha1(key.encode("utf-8")).hexdigest()[:20]
-    out_dir = Path(cache_dir) / "thumbnails"
-    out = out_dir / f"{path.stem[:80]}-{digest}.png"
+    out = _thumbnail_file(path, cache_dir, size)
+    out_dir = out.parent
     if out.is_file():
         return out
     rgb = load_rgb(path)

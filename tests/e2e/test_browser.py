@@ -19,6 +19,8 @@ def test_browse_overlay_then_score_the_baseline(app, page):
     page.goto(app)
     thumbs = page.locator("#browse-gallery img")
     thumbs.first.wait_for()
+    # thumbnails arrive progressively: wait for the whole first page
+    page.wait_for_function("() => document.querySelectorAll('#browse-gallery img').length >= 6")
     all_scenes = thumbs.count()
     assert all_scenes >= 6
     page.screenshot(path=str(ARTIFACTS / "01-browse.png"))

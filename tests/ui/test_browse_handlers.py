@@ -1,13 +1,25 @@
 """Browse tab handlers, called directly with a real Lab on the demo scenes (no browser)."""
 
+import inspect
+import logging
+
 import gradio as gr
 import numpy as np
 import pytest
 
 from core.config import DEMO_SCENES, Settings
-from ui.browse import ALL, PAGE_SIZE, apply_filters, check_files, open_folder, pick, show, switch_view, turn_page
+from ui.common import bind
+from ui.browse import (ALL, PAGE_SIZE, apply_filters, check_files, narrow_filters, next_page, open_folder,
+                       pick, show, switch_view, turn_page)
 
 NO_FILTER = (ALL, ALL, ALL, ALL, "")
+SKIP = gr.skip()
+
+
+def final(values):
+    """The last thing a streaming handler yields (what the page shows in the end)."""
+    *_, last = values
+    return last
 
 
 @pytest.fixture(scope="module")
@@ -36,35 +48,78 @@ def test_opening_the_demo_folder_counts_its_scenes_and_fills_the_filters(lab):
     assert all(u.value == ALL for u in (split, disaster, dtype))
 
 
-def test_a_folder_that_is_not_xbd_gives_a_clear_message(lab, tmp_path):
-    with pytest.raises(gr.Error, match="xBD"):
-        open_folder(lab, str(tmp_path))
+def test_a_folder_that_is_not_xbd_gives_a_clear_message(lab, tmp_path, caplog):
+    with caplog.at_level(logging.WARNING, logger="xbdlab.ui"), pytest.warns(UserWarning, match="xBD") as caught:
+        opened, status, split, disaster, dtype = open_folder(lab, str(tmp_path), str(DEMO_SCENES))
+    assert len(caught) == 1 and len([r for r in caplog.records if r.name == "xbdlab.ui"]) == 1
+    # The open folder, the filters and their values stay; the status says what failed and what is open.
+    assert opened == split == disaster == dtype == SKIP
+    assert status.startswith(f"⚠ Could not open `{tmp_path}`") and f"`{DEMO_SCENES}` is still open" in status
+    with pytest.warns(UserWarning, match="does not exist"):
+        _, status, *_ = open_folder(lab, str(tmp_path / "missing"))  # nothing open before: nothing "still open"
+    assert status.startswith("⚠ Could not open") and "still open" not in status
+
+
+def test_bound_handlers_keep_their_shape_for_gradio(lab):
+    assert inspect.isgeneratorfunction(bind(apply_filters, lab))  # Gradio streams only generator functions
+    assert inspect.isgeneratorfunction(bind(next_page, lab))
+    assert not inspect.isgeneratorfunction(bind(open_folder, lab))
+    assert list(inspect.signature(bind(open_folder, lab)).parameters) == ["path", "current"]
+    assert bind(apply_filters, lab).__name__ == "apply_filters"
+
+
+def test_a_split_narrows_the_disasters_and_a_disaster_the_types(lab):
+    index = lab.datasets.open(DEMO_SCENES)
+    disasters, dtypes = narrow_filters(lab, str(DEMO_SCENES), "test", ALL, ALL)
+    in_test = {s.disaster for s in index.filter(split="test")}
+    assert set(choices(disasters)) == {ALL} | in_test and len(in_test) < len(index.disasters())
+    assert set(choices(dtypes)) == {ALL} | {index.disaster_type(s) for s in index.filter(split="test")}
+    one = sorted(in_test)[0]
+    disasters, dtypes = narrow_filters(lab, str(DEMO_SCENES), "test", one, "no-such-type")
+    assert disasters.value == one and dtypes.value == ALL  # a type no longer offered goes back to All
+    assert choices(dtypes) == [ALL, index.disaster_type(index.filter(disaster=one)[0])]
+    elsewhere = next(d for d in index.disasters() if d not in in_test)
+    disasters, _ = narrow_filters(lab, str(DEMO_SCENES), "test", elsewhere, ALL)
+    assert disasters.value == ALL
+    disasters, dtypes = narrow_filters(lab, str(DEMO_SCENES), ALL, ALL, ALL)
+    assert choices(disasters) == [ALL] + index.disasters() and choices(dtypes) == [ALL] + index.disaster_types()
+
+
+def test_thumbnails_show_from_the_cache_at_once_and_the_rest_as_they_are_made(tmp_path):
+    lab = lab_for(tmp_path)
+    steps = list(apply_filters(lab, str(DEMO_SCENES), *NO_FILTER))
+    ids, _, first, info = steps[0]
+    assert first == [] and "making 6 thumbnail(s)" in info  # a cold cache: the page shows at once, empty
+    ids, _, thumbs, info = steps[-1]
+    assert [caption for _, caption in thumbs] == ids and info == "6 scenes · page 1 of 1"
+    again = list(apply_filters(lab, str(DEMO_SCENES), *NO_FILTER))
+    assert again == [steps[-1]]  # a warm cache: everything in the first (and only) step
 
 
 def test_filters_narrow_the_scene_list(lab):
-    every, page, thumbs, info = apply_filters(lab, str(DEMO_SCENES), *NO_FILTER)
+    every, page, thumbs, info = final(apply_filters(lab, str(DEMO_SCENES), *NO_FILTER))
     assert page == 0 and len(thumbs) == len(every) and f"{len(every)} scenes" in info
-    ruined, *_ = apply_filters(lab, str(DEMO_SCENES), ALL, ALL, ALL, "destroyed", "")
+    ruined, *_ = final(apply_filters(lab, str(DEMO_SCENES), ALL, ALL, ALL, "destroyed", ""))
     assert 0 < len(ruined) < len(every)
     index = lab.datasets.open(DEMO_SCENES)
     assert all(index.scene_info(index.get(s)).counts["destroyed"] > 0 for s in ruined)
-    tests, *_ = apply_filters(lab, str(DEMO_SCENES), "test", ALL, ALL, ALL, "")
+    tests, *_ = final(apply_filters(lab, str(DEMO_SCENES), "test", ALL, ALL, ALL, ""))
     assert tests and all(index.get(s).split == "test" for s in tests) and set(tests) < set(every)
-    flood, *_ = apply_filters(lab, str(DEMO_SCENES), ALL, ALL, "flooding", ALL, "")
+    flood, *_ = final(apply_filters(lab, str(DEMO_SCENES), ALL, ALL, "flooding", ALL, ""))
     assert flood and all("flood" in s for s in flood)
-    found, *_ = apply_filters(lab, str(DEMO_SCENES), ALL, ALL, ALL, ALL, every[1][-4:])
+    found, *_ = final(apply_filters(lab, str(DEMO_SCENES), ALL, ALL, ALL, ALL, every[1][-4:]))
     assert found == [every[1]]
-    none, _, thumbs, info = apply_filters(lab, str(DEMO_SCENES), ALL, ALL, ALL, ALL, "no such id")
+    none, _, thumbs, info = final(apply_filters(lab, str(DEMO_SCENES), ALL, ALL, ALL, ALL, "no such id"))
     assert none == [] and thumbs == [] and info == "No scene matches."
 
 
 def test_pages_turn_within_the_list_and_a_click_picks_its_scene(lab):
-    ids, *_ = apply_filters(lab, str(DEMO_SCENES), *NO_FILTER)
+    ids, *_ = final(apply_filters(lab, str(DEMO_SCENES), *NO_FILTER))
     many = (ids * PAGE_SIZE)[:PAGE_SIZE + 3]  # two pages: a full one and three more
-    page, thumbs, info = turn_page(lab, str(DEMO_SCENES), many, 0, +1)
+    page, thumbs, info = final(turn_page(lab, str(DEMO_SCENES), many, 0, +1))
     assert (page, len(thumbs)) == (1, 3) and "page 2 of 2" in info
-    assert turn_page(lab, str(DEMO_SCENES), many, 1, +1)[0] == 1  # no page past the last
-    assert turn_page(lab, str(DEMO_SCENES), many, 0, -1)[0] == 0
+    assert final(turn_page(lab, str(DEMO_SCENES), many, 1, +1))[0] == 1  # no page past the last
+    assert final(turn_page(lab, str(DEMO_SCENES), many, 0, -1))[0] == 0
     click = gr.SelectData(None, {"index": 2, "value": None})
     assert pick(str(DEMO_SCENES), many, 1, click) == many[PAGE_SIZE + 2]
 
@@ -92,8 +147,8 @@ def test_no_scene_asks_for_one_and_an_unknown_id_says_so(lab):
     title, *rest = show(lab, str(DEMO_SCENES), "", False, "Side by side")
     assert title == "Pick a scene on the left." and rest[0] is None
     assert not rest[-1].interactive
-    with pytest.raises(gr.Error, match="no-such-scene"):
-        show(lab, str(DEMO_SCENES), "no-such-scene", False, "Side by side")
+    with pytest.warns(UserWarning, match="no-such-scene"):
+        assert show(lab, str(DEMO_SCENES), "no-such-scene", False, "Side by side") == SKIP  # all outputs stay
 
 
 def test_the_view_switches_between_side_by_side_and_the_slider():
@@ -149,7 +204,7 @@ def test_a_huge_tile_is_named_and_the_rest_of_the_gallery_shows(tmp_path, monkey
     big = T.write_png(root / "socal-fire_00000022_post_disaster.png", 64)
     lab = lab_for(tmp_path, root)
     with pytest.warns(UserWarning) as caught:
-        ids, _, thumbs, _ = apply_filters(lab, str(root), *NO_FILTER)
+        ids, _, thumbs, _ = final(apply_filters(lab, str(root), *NO_FILTER))
     assert ids == ["hurricane-florence_00000021", "socal-fire_00000022"]
     assert [caption for _, caption in thumbs] == ["hurricane-florence_00000021"]
     assert [str(w.message) for w in caught] == [
@@ -170,7 +225,7 @@ def test_thumbnails_on_a_full_disk_warn_once_and_say_what_to_do(tmp_path, monkey
     monkeypatch.setattr(images, "atomic_file", no_space)
     lab = lab_for(tmp_path)
     with pytest.warns(UserWarning) as caught:
-        ids, _, thumbs, _ = apply_filters(lab, str(DEMO_SCENES), *NO_FILTER)
+        ids, _, thumbs, _ = final(apply_filters(lab, str(DEMO_SCENES), *NO_FILTER))
     assert len(ids) == 6 and thumbs == []
     thumbs_dir = lab.settings.cache_dir / "thumbnails"
     assert [str(w.message) for w in caught] == [
@@ -197,9 +252,11 @@ def test_a_reachable_app_opens_only_folders_under_its_data_folder(tmp_path, tree
     assert open_folder(lab, str(inner))[0] == str(inner.resolve())  # under --data
     assert open_folder(lab, str(root / "b" / ".." / "b"))[0] == str((root / "b").resolve())
     for elsewhere in (outside, root / "link", root / "a" / ".." / "..", tmp_path / "no-such-folder"):
-        with pytest.raises(gr.Error, match="reachable from other machines") as err:
-            open_folder(lab, str(elsewhere))
-        assert "--any-folder" in str(err.value) and str(root.resolve()) in str(err.value)
+        with pytest.warns(UserWarning, match="reachable from other machines") as caught:
+            opened, status, *filters = open_folder(lab, str(elsewhere), str(inner.resolve()))
+        message = str(caught[0].message)
+        assert "--any-folder" in message and str(root.resolve()) in message
+        assert opened == SKIP and filters == [SKIP] * 3 and f"`{inner.resolve()}` is still open" in status
     assert outside.resolve() not in lab.datasets.allowed_roots()  # never indexed
 
 

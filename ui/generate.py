@@ -16,7 +16,7 @@ import gradio as gr
 from core.errors import GenerationCancelled, LabError
 from core.generation.compare import SWEEPS
 from core.types import GenerationRequest
-from ui.common import GPU, INTERNAL, user_errors
+from ui.common import GPU, INTERNAL, first_on_disk, user_errors
 
 META_FIELDS = ("lon", "lat", "gsd", "cloud_cover", "year", "month", "day")
 SIZES = [64, 256, 512, 768, 1024]
@@ -330,13 +330,8 @@ def attention_button(recorded: bool, *, first: bool = False):
 def default_backbone(lab):
     """The backbone dropdown set to the first backbone whose files are on disk (or left as
     it is when none is: its readiness line then says how to get one)."""
-    for spec in lab.backbones.specs():
-        try:
-            if lab.backbones.readiness(spec.id).ready:
-                return gr.update(value=spec.id)
-        except LabError:
-            continue
-    return gr.update()
+    ready = first_on_disk(lab, lab.backbones.specs())
+    return gr.update(value=ready) if ready else gr.update()
 
 
 def download_backbone(lab, backbone_id, progress=None) -> str:

@@ -23,7 +23,7 @@ from core.captions.service import AUTOSAVE_PAUSE_SECONDS, NO_CAPTION
 from core.captions.store import ConflictError
 from core.errors import LabError
 from ui.browse import ALL, DAMAGE_FILTERS
-from ui.common import GPU, INTERNAL, user_errors
+from ui.common import GPU, INTERNAL, first_on_disk, user_errors
 
 STATUS_FILTERS = [ALL, "auto", "edited", "reviewed", NO_CAPTION]
 HISTORY_HEADERS = ["id", "when (UTC)", "author", "kind", "status", "change from the version before"]
@@ -448,12 +448,9 @@ def count_backbone(lab) -> str | None:
     none, the first whose CLIP count works without files (not a test backbone); else the
     first one."""
     specs = lab.backbones.specs()
-    for spec in specs:
-        try:
-            if lab.backbones.readiness(spec.id).ready:
-                return spec.id
-        except LabError:
-            continue
+    ready = first_on_disk(lab, specs)
+    if ready:
+        return ready
     for spec in specs:
         if not spec.test_only and any(name.startswith("clip") for name in spec.tokenizers):
             return spec.id

@@ -2,7 +2,7 @@
 and, when the `daam` reference package is installed, against daam's own tracer.
 
 Run:  python bench/bench_attention.py [--size 64] [--steps 10] [--repeats 9]
-Same tiny random SD 2.1-style pipeline (tests/tiny/sd.py), same request and seed on both
+Same tiny random SD 2.1-style pipeline (core/backends/tiny_models/sd.py), same request and seed on both
 sides; calls alternate after a warm-up and medians are compared (target: ≤ 1.15×). The
 images must be identical within 1/255. Writes bench/results/attention.json.
 Not collected by pytest (no test_ prefix).
@@ -30,7 +30,7 @@ def main() -> int:
     from core.backends import get
     from core.generation import generate
     from core.types import GenerationRequest
-    from tests.tiny.sd import tiny_random_sd21_folder
+    from core.backends.tiny_models.sd import tiny_random_sd21_folder
 
     backend = get("tiny-sd21")
     pipe = backend.load(tiny_random_sd21_folder(), device="cpu")
@@ -81,7 +81,7 @@ def main() -> int:
         fn()  # warm-up
     med = medians(alternate(paths, args.repeats))
     result = {
-        "model": "tiny random SD 2.1-style pipeline (tests/tiny/sd.py), txt2img, guidance 7.5",
+        "model": "tiny random SD 2.1-style pipeline (core/backends/tiny_models/sd.py), txt2img, guidance 7.5",
         "size": args.size, "steps": args.steps, "repeats": args.repeats,
         "median_s": med, "ratio_recorded_over_plain": round(med["recorded"] / med["plain"], 4),
         "ratio_daam_over_ours": round(med["daam_direct"] / med["ours_direct"], 4) if "daam_direct" in med else None,

@@ -2,7 +2,7 @@
 
 Run:  python bench/bench_generate.py [--size 64] [--steps 10] [--repeats 9] [--device cpu]
 Writes bench/results/generate.json and prints a table. Both sides use the SAME tiny
-random SD 2.1-style pipeline (tests/tiny/sd.py: saved, then loaded through the backend's
+random SD 2.1-style pipeline (core/backends/tiny_models/sd.py: saved, then loaded through the backend's
 real `load`), the same prompt, steps, strength, guidance and seed:
 
 - app: `core.generation.generate(request, backend=..., pipe=...)` from a uint8 tile
@@ -38,7 +38,7 @@ def main() -> int:
     torch.set_num_threads(args.threads)
     from core.generation import generate
     from core.types import GenerationRequest
-    from tests.tiny.sd import tiny_random_sd21_folder
+    from core.backends.tiny_models.sd import tiny_random_sd21_folder
 
     import core.backends.tiny  # noqa: F401 - registers the tiny backbones
     from core.backends import get
@@ -65,7 +65,7 @@ def main() -> int:
     med = medians(times)
     ratio = med["app"] / med["direct"]
     result = {
-        "model": "tiny random SD 2.1-style pipeline (tests/tiny/sd.py), img2img",
+        "model": "tiny random SD 2.1-style pipeline (core/backends/tiny_models/sd.py), img2img",
         "size": args.size, "steps": args.steps, "denoising_steps": int(args.steps * 0.8), "repeats": args.repeats,
         "median_s": {k: round(v, 5) for k, v in med.items()},
         "min_s": {k: round(min(v), 5) for k, v in times.items()},

@@ -138,12 +138,12 @@ def _clip_config(tokenizer, *, hidden, intermediate, layers, heads, projection, 
 def build_components(kind: str, *, with_t5: bool = False) -> dict:
     """The models (random weights) and tokenizers of architecture `kind` ("sd21", "sdxl",
     "sd3"). Call it under `with torch.device(...)` to build them there ("meta" to only
-    check the configs). Tokenizers are built offline (tests/tiny/sd.py): the text encoders
+    check the configs). Tokenizers are built offline (core/backends/tiny_models/sd.py): the text encoders
     always read 77 padded positions, so a smaller vocabulary changes no cost."""
     from diffusers import AutoencoderKL, SD3Transformer2DModel, UNet2DConditionModel
     from transformers import CLIPTextModel, CLIPTextModelWithProjection
 
-    from tests.tiny.sd import tiny_clip_tokenizer, tiny_t5_tokenizer
+    from core.backends.tiny_models.sd import tiny_clip_tokenizer, tiny_t5_tokenizer
 
     if kind == "sd21":
         tok = tiny_clip_tokenizer(pad_token="!")
@@ -292,17 +292,17 @@ class Ctx:
     # models ---------------------------------------------------------------------------
     def model_folder(self, kind: str) -> tuple[Path, dict]:
         """The saved folder of architecture `kind` (built on first use, then reused by the
-        later sections); tiny random models from tests/tiny/sd.py with --dry-run."""
+        later sections); tiny random models from core/backends/tiny_models/sd.py with --dry-run."""
         models = self.work / "models"
         models.mkdir(parents=True, exist_ok=True)
         if self.s.dry_run:
-            from tests.tiny import sd as tiny
+            from core.backends.tiny_models import sd as tiny
 
             builder = {"sd21": tiny.tiny_random_sd21_folder, "sdxl": tiny.tiny_random_sdxl_turbo_folder,
                        "sd3": tiny.tiny_random_sd3_folder}[kind]
             t0 = time.perf_counter()
             folder = builder(models)
-            return folder, {"architecture": f"tiny random {kind} (tests/tiny/sd.py), --dry-run",
+            return folder, {"architecture": f"tiny random {kind} (core/backends/tiny_models/sd.py), --dry-run",
                             "weights": "random", "build_s": round(time.perf_counter() - t0, 2),
                             "bytes_on_disk": _folder_bytes(folder)}
         name = kind + ("-t5" if kind == "sd3" and self.s.sd3_t5 else "")

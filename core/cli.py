@@ -89,6 +89,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo-scenes", help="regenerate the synthetic demo scenes")
     p.add_argument("--out", type=Path, required=True, help="folder to write them to")
     p.add_argument("--json", action="store_true", help="print JSON")
+
+    p = sub.add_parser("tiny-models", help="build the tiny RANDOM test backbones (noise: a no-GPU dry run)")
+    p.add_argument("--models", type=Path, required=True, help="the models folder to write them into")
+    p.add_argument("--json", action="store_true", help="print JSON")
     return parser
 
 
@@ -167,6 +171,16 @@ def cmd_baseline(args) -> dict:
     lab = _lab(args, runs_dir=args.runs)
     runs = lab.evaluation.write_baselines(lab.datasets.open(args.data))
     return {"written": len(runs), "runs": [r.run_id for r in runs], "folder": str(args.runs)}
+
+
+def cmd_tiny_models(args) -> dict:
+    from core.backends.tiny_models import build_all
+
+    print("Building tiny RANDOM backbones: their pictures are noise, they check the plumbing only.",
+          file=sys.stderr)
+    folders = build_all(args.models)
+    return {"built": sorted(folders), "folder": str(args.models),
+            "use": f"XBDLAB_TEST_BACKBONES=1 python app.py --models {args.models}"}
 
 
 def cmd_demo_scenes(args) -> dict:
@@ -270,7 +284,8 @@ def cmd_captions(args) -> dict:
 
 
 COMMANDS = {"index": cmd_index, "caption": cmd_caption, "captions": cmd_captions, "score": cmd_score, "baseline": cmd_baseline,
-            "generate": cmd_generate, "backbones": cmd_backbones, "demo-scenes": cmd_demo_scenes}
+            "generate": cmd_generate, "backbones": cmd_backbones, "demo-scenes": cmd_demo_scenes,
+            "tiny-models": cmd_tiny_models}
 
 
 def _as_text(result) -> str:

@@ -197,6 +197,22 @@ class ControlNetBackend(ClipWindowPrompts, DiffusersBackend):
             raise RequestError(f"options['base'] must be a hub id or a folder (got {type(base).__name__}).")
 
     # -- loading ------------------------------------------------------------------------
+    def readiness(self, source):
+        """Ready when the folder holds a ControlNet in one of the accepted layouts and its
+        base model is on disk (the generic check would want a whole pipeline folder)."""
+        from core.backends.sources import Readiness, as_source, readiness
+
+        src = as_source(source)
+        if src.kind != "folder":
+            return readiness(self.spec, src)
+        try:
+            controlnet_dir = find_controlnet(src.path_or_id)
+            base = resolve_base(src.path_or_id, None, None) or resolve_base(controlnet_dir, None, self.default_base)
+            _base_ready(self.spec, as_source(base))
+        except ModelNotAvailable as err:
+            return Readiness(False, str(src), None, str(err))
+        return Readiness(True, str(controlnet_dir), None)
+
     def load_kwargs(self, request) -> dict:
         base = (request.options or {}).get("base")
         return {"base": str(base)} if base else {}

@@ -6,7 +6,7 @@ BACKEND_MODULES, so nothing registers them by default). They are the real backen
 load, validation and run code) under another spec: `test_only=True` (hidden from
 `available()` unless include_test_only), no hub id, small defaults (64 px, 2 steps).
 
-They load from a local folder: `tests/tiny/sd.py` builds the folders
+They load from a local folder: `core/backends/tiny_models/sd.py` builds the folders
 (`build_tiny_models(models_dir)` writes `models_dir/tiny-sd21`, ... which
 `core.backends.sources.resolve_source(spec, None, models_dir=models_dir)` finds). Their
 images are noise: they test plumbing, never quality.

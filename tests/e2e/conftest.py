@@ -22,7 +22,7 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-backg
 @pytest.fixture(scope="session")
 def app(tmp_path_factory):
     """`python app.py` as a user starts it, on a free port and a private work folder."""
-    from tests.tiny.sd import build_tiny_models
+    from core.backends.tiny_models.sd import build_tiny_models
 
     port = free_port()
     work = tmp_path_factory.mktemp("e2e-work")

@@ -1,7 +1,7 @@
 """Tiny models and fakes for captioner tests (no downloads, CPU, seconds).
 
 - `tiny_t5_folder()`: a randomly initialised T5ForConditionalGeneration (one layer each side,
-  width 16) with the offline Unigram T5 tokenizer of tests.tiny.sd, saved with
+  width 16) with the offline Unigram T5 tokenizer of core.backends.tiny_models.sd, saved with
   `save_pretrained`, so `T5Summariser` loads it through its real `from_pretrained` path.
 - `tiny_qwen2_vl_folder()`: a randomly initialised Qwen2-VL (vision tower and language
   model of a few dozen parameters per layer) with a byte-level BPE tokenizer built offline
@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tests.tiny.sd import _process_root, tiny_t5_tokenizer
+from core.backends.tiny_models.sd import _process_root, tiny_t5_tokenizer
 
 _lock = threading.Lock()
 _built: dict[str, Path] = {}

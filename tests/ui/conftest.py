@@ -11,7 +11,7 @@ def app_url(tmp_path_factory):
     """URL of a running app on the demo scenes with the tiny RANDOM test backbones enabled
     and LPIPS on a random backbone: it tests plumbing, not picture quality."""
     from core.lab import Lab
-    from tests.tiny.sd import build_tiny_models
+    from core.backends.tiny_models.sd import build_tiny_models
     from ui.app import build_ui, launch
 
     work = tmp_path_factory.mktemp("work")

@@ -117,7 +117,7 @@ def test_a_run_without_a_scene_has_no_labels_to_compare_with(lab):
 
 def test_a_probe_generates_a_run_with_maps_of_its_words(lab, scene):
     pytest.importorskip("diffusers")
-    from tests.tiny.sd import build_tiny_models
+    from core.backends.tiny_models.sd import build_tiny_models
 
     build_tiny_models(lab.settings.models_dir, ids=("tiny-sd21",))
     dropdown = run_probe(lab, DATA, scene.scene_id, "tiny-sd21", PROBES["damage: destroyed"])

@@ -14,7 +14,7 @@ SCENE = "demo-hurricane_00000003"
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory):
     from core.lab import Lab
-    from tests.tiny.sd import build_tiny_models
+    from core.backends.tiny_models.sd import build_tiny_models
 
     models = tmp_path_factory.mktemp("models")
     build_tiny_models(models, ids=("tiny-sd21",))

@@ -19,7 +19,7 @@ PROMPT = "flooded streets, submerged houses and greenery"
 
 
 def tiny():
-    from tests.tiny.sd import tiny_backend_and_pipe
+    from core.backends.tiny_models.sd import tiny_backend_and_pipe
 
     return tiny_backend_and_pipe("tiny-sd21")
 
@@ -151,7 +151,7 @@ def test_cfg_keeps_the_conditional_half_only():
 
 
 def test_multi_token_words_are_merged_and_windows_skip_bos_eos():
-    from tests.tiny.sd import tiny_clip_tokenizer
+    from core.backends.tiny_models.sd import tiny_clip_tokenizer
 
     tok = tiny_clip_tokenizer()
     # "the" is one merged token; "flood" is five letter pieces; "," is punctuation, not a word.
@@ -195,7 +195,7 @@ class WithoutOffsets:
 
 
 def test_numbers_and_possessives_stay_one_word():
-    from tests.tiny.sd import tiny_clip_tokenizer
+    from core.backends.tiny_models.sd import tiny_clip_tokenizer
 
     tok = tiny_clip_tokenizer()
     # CLIP's pre-tokenizer cuts every digit apart and "town's" into "town" + "'s".

@@ -50,7 +50,7 @@ FACTORS = [12, 24]  # sqrt(9216 // positions) of the tiny UNet's 8×8 and 4×4 l
 
 
 def tiny():
-    from tests.tiny.sd import tiny_backend_and_pipe
+    from core.backends.tiny_models.sd import tiny_backend_and_pipe
 
     return tiny_backend_and_pipe("tiny-sd21")
 

@@ -20,7 +20,7 @@ WORDS = ["flooded", "streets", "submerged", "houses", "and", "greenery"]
 
 
 def tiny(**options):
-    from tests.tiny.sd import tiny_backend_and_pipe
+    from core.backends.tiny_models.sd import tiny_backend_and_pipe
 
     return tiny_backend_and_pipe("tiny-sd3", **options)
 
@@ -199,7 +199,7 @@ def test_drop_t5_keeps_the_axis_and_maps_words_from_clip_only(loaded_without_t5)
 
 
 def test_numbers_and_possessives_stay_one_word_in_clip_and_t5():
-    from tests.tiny.sd import tiny_clip_tokenizer, tiny_t5_tokenizer
+    from core.backends.tiny_models.sd import tiny_clip_tokenizer, tiny_t5_tokenizer
 
     clip, t5 = tiny_clip_tokenizer(), tiny_t5_tokenizer()
     prompt = "12 houses in the town's 2018 flood"

@@ -23,14 +23,14 @@ TINY = ("tiny-controlnet", "tiny-instruct-pix2pix")
 def tiny_models(tmp_path_factory):
     """{backbone id: folder} of the tiny random ControlNet (with its SD base beside it)
     and InstructPix2Pix, written once per session."""
-    from tests.tiny.controlnet import build_tiny_models
+    from core.backends.tiny_models.controlnet import build_tiny_models
 
     return build_tiny_models(tmp_path_factory.mktemp("tiny-controlnet-ip2p"))
 
 
 @pytest.fixture(scope="session")
 def backends():
-    from tests.tiny.controlnet import register_tiny
+    from core.backends.tiny_models.controlnet import register_tiny
 
     controlnet, ip2p = register_tiny()
     return {"tiny-controlnet": controlnet, "tiny-instruct-pix2pix": ip2p}
@@ -95,7 +95,7 @@ def test_tiny_variants_are_hidden_unless_asked_for(backends):
     assert set(TINY) <= {s.id for s in available(include_test_only=True)}
     for i in TINY:
         assert get(i) is backends[i] and get(i).spec.test_only and get(i).spec.hub_id is None
-    from tests.tiny.controlnet import register_tiny
+    from core.backends.tiny_models.controlnet import register_tiny
 
     assert register_tiny() == (backends["tiny-controlnet"], backends["tiny-instruct-pix2pix"])  # idempotent
 

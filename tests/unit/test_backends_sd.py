@@ -22,7 +22,7 @@ def tile():
 
 
 def tiny(backbone_id, **load_options):
-    from tests.tiny.sd import tiny_backend_and_pipe
+    from core.backends.tiny_models.sd import tiny_backend_and_pipe
 
     return tiny_backend_and_pipe(backbone_id, **load_options)
 
@@ -184,7 +184,7 @@ def test_sd3_without_t5_files_needs_drop_t5(tmp_path):
 
     from core.backends import get
     from core.errors import ModelNotAvailable
-    from tests.tiny.sd import tiny_random_sd3_folder
+    from core.backends.tiny_models.sd import tiny_random_sd3_folder
 
     folder = tmp_path / "sd3-no-t5"
     shutil.copytree(tiny_random_sd3_folder(), folder)

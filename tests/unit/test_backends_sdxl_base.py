@@ -28,7 +28,7 @@ def test_sdxl_base_is_registered_with_the_course_defaults():
 def tiny_sdxl_base():
     """The real SDXL base backend under a test spec, loaded from a tiny random SDXL folder."""
     from core.backends.sdxl_base import SDXLBaseBackend
-    from tests.tiny.sd import tiny_random_sdxl_turbo_folder
+    from core.backends.tiny_models.sd import tiny_random_sdxl_turbo_folder
 
     real = SDXLBaseBackend.default_spec()
     spec = replace(real, id="tiny-sdxl-base", hub_id=None, test_only=True, dtype="fp32")

@@ -22,7 +22,7 @@ IMAGE = np.random.default_rng(0).integers(0, 255, (32, 32, 3), dtype=np.uint8)
 
 @pytest.fixture(scope="module")
 def clip_tok():
-    from tests.tiny.sd import tiny_clip_tokenizer
+    from core.backends.tiny_models.sd import tiny_clip_tokenizer
 
     return tiny_clip_tokenizer()
 

@@ -179,3 +179,14 @@ def test_a_full_disk_while_saving_runs_is_one_clear_error(cli, tmp_path, monkeyp
     assert err.strip() == (f"error: Could not save the run in {runs}: No space left on device. "
                            "Free some space or choose another --runs folder.")
     assert [p.name for p in runs.iterdir()] == []  # no half-written run
+
+
+def test_tiny_models_builds_the_test_backbones_for_a_no_gpu_dry_run(cli, tmp_path, monkeypatch):
+    models = tmp_path / "models"
+    code, out, err = cli("tiny-models", "--models", str(models), "--json")
+    assert code == 0 and "noise" in err
+    ids = {"tiny-sd21", "tiny-sdxl-turbo", "tiny-sd3", "tiny-controlnet", "tiny-instruct-pix2pix"}
+    assert set(out["built"]) == ids and "XBDLAB_TEST_BACKBONES=1" in out["use"]
+    monkeypatch.setenv("XBDLAB_TEST_BACKBONES", "1")
+    code, ready, _ = cli("backbones", "--models", str(models), "--json")
+    assert code == 0 and all(ready[i]["ready"] for i in ids), {i: ready[i] for i in ids}

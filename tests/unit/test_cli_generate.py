@@ -12,7 +12,7 @@ from core.config import DEMO_SCENES
 
 @pytest.fixture(scope="module")
 def models_dir(tmp_path_factory):
-    from tests.tiny.sd import build_tiny_models
+    from core.backends.tiny_models.sd import build_tiny_models
 
     root = tmp_path_factory.mktemp("models")
     build_tiny_models(root, ids=("tiny-sd21",))
@@ -150,7 +150,7 @@ def test_attention_maps_are_saved_in_the_run(cli, tmp_path):
 def test_instruct_pix2pix_maps_come_from_the_prompt_conditioned_third(tmp_path, monkeypatch, capsys):
     """InstructPix2Pix stacks [text+image, image, neither]: its maps must come from the first
     third, and recording must not change the image."""
-    from tests.tiny.controlnet import build_tiny_models as build_controlnet_family
+    from core.backends.tiny_models.controlnet import build_tiny_models as build_controlnet_family
 
     models = tmp_path / "models"
     build_controlnet_family(models)
@@ -171,7 +171,7 @@ def test_instruct_pix2pix_maps_come_from_the_prompt_conditioned_third(tmp_path, 
 
 
 def test_sd3_joint_attention_maps_cover_clip_and_t5(tmp_path, monkeypatch, capsys):
-    from tests.tiny.sd import build_tiny_models
+    from core.backends.tiny_models.sd import build_tiny_models
 
     models = tmp_path / "models"
     build_tiny_models(models, ids=("tiny-sd3",))

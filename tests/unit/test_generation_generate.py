@@ -14,7 +14,7 @@ torch.set_num_threads(1)
 
 
 def tiny(backbone_id):
-    from tests.tiny.sd import tiny_backend_and_pipe
+    from core.backends.tiny_models.sd import tiny_backend_and_pipe
 
     return tiny_backend_and_pipe(backbone_id)
 

@@ -14,7 +14,7 @@ TILE = (np.random.default_rng(4).random((64, 64, 3)) * 255).astype(np.uint8)
 
 
 def tiny(backbone_id):
-    from tests.tiny.sd import tiny_backend_and_pipe
+    from core.backends.tiny_models.sd import tiny_backend_and_pipe
 
     return tiny_backend_and_pipe(backbone_id)
 

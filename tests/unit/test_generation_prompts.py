@@ -13,7 +13,7 @@ from core.generation.prompts import (clip_windows, count_tokens, encode_long_pro
 
 
 def tiny(backbone_id, **load_options):
-    from tests.tiny.sd import tiny_backend_and_pipe
+    from core.backends.tiny_models.sd import tiny_backend_and_pipe
 
     return tiny_backend_and_pipe(backbone_id, **load_options)
 

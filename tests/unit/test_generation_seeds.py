@@ -32,7 +32,7 @@ def test_a_grid_reseeds_every_cell():
     """The course reused one generator across a grid row, so a column's noise depended on the
     cells run before it. Cells with the same seed must match whatever ran before them."""
     from core.generation import generate
-    from tests.tiny.sd import tiny_backend_and_pipe
+    from core.backends.tiny_models.sd import tiny_backend_and_pipe
 
     backend, pipe = tiny_backend_and_pipe("tiny-sd21")
     tile = (np.random.default_rng(3).random((64, 64, 3)) * 255).astype(np.uint8)

@@ -12,7 +12,7 @@ from core.lab import Lab
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory):
-    from tests.tiny.sd import build_tiny_models
+    from core.backends.tiny_models.sd import build_tiny_models
 
     models = tmp_path_factory.mktemp("models")
     build_tiny_models(models, ids=("tiny-sd3",))
@@ -49,7 +49,7 @@ def test_clip_counts_need_no_model_on_disk(lab, backbone_id):
 
 
 def test_the_backbones_own_tokenizer_wins_once_its_files_are_on_disk(tmp_path_factory, lab):
-    from tests.tiny.sd import build_tiny_models
+    from core.backends.tiny_models.sd import build_tiny_models
 
     models = tmp_path_factory.mktemp("models-sd21")
     shutil.move(build_tiny_models(models, ids=("tiny-sd21",))["tiny-sd21"], models / "sd21")  # as if downloaded

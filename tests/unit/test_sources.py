@@ -81,7 +81,7 @@ def test_resolve_prefers_override_then_models_dir_then_hub_id(tmp_path):
 # -- readiness ----------------------------------------------------------------------------
 def test_a_saved_tiny_pipeline_folder_is_ready():
     pytest.importorskip("torch")
-    from tests.tiny.sd import tiny_random_sd21_folder
+    from core.backends.tiny_models.sd import tiny_random_sd21_folder
 
     folder = tiny_random_sd21_folder()
     state = readiness(SPEC, Source("folder", str(folder)))

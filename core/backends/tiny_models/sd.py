@@ -1,4 +1,4 @@
-"""Tiny, randomly initialised Stable Diffusion pipelines for tests (no downloads).
+"""Tiny, randomly initialised Stable Diffusion pipelines for tests and dry runs (no downloads).
 
 Every builder makes a pipeline from configs in code with random weights, saves it with
 `save_pretrained` and returns the folder, so tests exercise the real `from_pretrained`

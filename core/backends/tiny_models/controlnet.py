@@ -1,6 +1,6 @@
-"""Tiny, randomly initialised ControlNet and InstructPix2Pix models for tests (no downloads).
+"""Tiny, randomly initialised ControlNet and InstructPix2Pix models for tests and dry runs (no downloads).
 
-Both are built from the tiny SD 2.1-style pipeline of `tests.tiny.sd` (same offline CLIP
+Both are built from the tiny SD 2.1-style pipeline of `core.backends.tiny_models.sd` (same offline CLIP
 tokenizer, text encoder and VAE), saved with `save_pretrained` and meant to be reloaded
 through the backends' real `load()`. The pictures they make are noise: they test plumbing.
 
@@ -25,7 +25,7 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
-from tests.tiny.sd import _cached, _process_root, tiny_random_sd21_folder
+from core.backends.tiny_models.sd import _cached, _process_root, tiny_random_sd21_folder
 
 TINY_IDS = ("tiny-controlnet", "tiny-instruct-pix2pix")
 SEED = 0

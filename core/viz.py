@@ -24,26 +24,6 @@ def colorize(values: np.ndarray, *, vmin: float = 0.0, vmax: float = 1.0) -> np.
     return (rgb * 255.0 + 0.5).astype(np.uint8)
 
 
-def labelled_grid(cells: list, *, size: int = 256, columns: int = 4, label_height: int = 22) -> np.ndarray:
-    """A uint8 picture of (image, label) cells in rows of `columns`, each image resized to
-    `size`×`size` (LANCZOS) with its label written underneath."""
-    from PIL import Image, ImageDraw
-
-    if not cells:
-        raise ValueError("labelled_grid needs at least one cell")
-    columns = min(columns, len(cells))
-    rows = -(-len(cells) // columns)
-    cell_h = size + label_height
-    sheet = Image.new("RGB", (columns * size, rows * cell_h), "white")
-    draw = ImageDraw.Draw(sheet)
-    for i, (image, label) in enumerate(cells):
-        x, y = (i % columns) * size, (i // columns) * cell_h
-        tile = Image.fromarray(np.asarray(image, dtype=np.uint8)).convert("RGB")
-        sheet.paste(tile.resize((size, size), Image.Resampling.LANCZOS), (x, y))
-        draw.text((x + 4, y + size + 4), str(label)[: size // 6], fill=(20, 20, 20))
-    return np.asarray(sheet)
-
-
 def labelled_matrix(rows: list, *, columns: list[str], context: tuple | None = None, size: int = 256,
                     font_size: int = 16) -> np.ndarray:
     """A uint8 picture of a labelled matrix: an optional `context` row (row label, cells)

@@ -169,10 +169,6 @@ class GenerationService:
         attention, one image)."""
         return self.backbones.get(request.backbone).spec.attention in ("unet", "joint") and request.num_images == 1
 
-    def runs_with_request(self, key: str) -> list:
-        """Runs made for the request with this key (see `request_key`)."""
-        return [r for r in self.runs.list() if r.record.get("params", {}).get("request_key") == key]
-
     # -- generating -----------------------------------------------------------------------
     def generate(self, request: GenerationRequest, index, *, on_step=None, preview_every: int = 0,
                  cancel=None, extra_params: dict | None = None, attention: bool = False,

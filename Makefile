@@ -39,6 +39,7 @@ bench: setup
 	$(BIN)/python bench/bench_scoring.py
 	$(BIN)/python bench/bench_generate.py
 	$(BIN)/python bench/bench_switch.py
+	$(BIN)/python bench/bench_startup.py
 
 gpu-check:
 	$(BIN)/python bench/gpu_check.py

@@ -13,7 +13,7 @@ import gradio as gr
 
 from core.errors import ImageError, LabelError, LabError
 from core.types import DAMAGE_CLASSES
-from ui.common import INTERNAL, bind, notify, report, user_errors
+from ui.common import INTERNAL, bind, notify, picture_file, report, user_errors
 
 ALL = "All"
 PAGE_SIZE = 48
@@ -333,7 +333,7 @@ def _scene_view(lab, index, scene_id, show_overlay, view_mode):
 
 
 def _picture(index, scene, phase, show_overlay, bad):
-    """One tile of the scene, with footprints drawn when asked; None if the file is absent
+    """One tile of the scene (as a picture file), with footprints drawn when asked; None if the file is absent
     or cannot be read (then what is wrong with it is added to `bad`). A broken label only
     costs the overlay (with a warning), never the picture."""
     from core.data.overlay import draw_footprints
@@ -349,7 +349,7 @@ def _picture(index, scene, phase, show_overlay, bad):
         label = _label_or_warn(index, scene, phase)
         if label is not None:
             image = draw_footprints(image, label, part=scene.part)
-    return image
+    return picture_file(image)
 
 
 def _label_or_warn(index, scene, phase):

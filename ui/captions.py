@@ -11,9 +11,7 @@ as well (which tiles a filter selects, file names of exports, import and export)
 from __future__ import annotations
 
 import difflib
-import hashlib
 import os
-import tempfile
 from functools import partial
 from pathlib import Path
 
@@ -23,7 +21,7 @@ from core.captions.service import AUTOSAVE_PAUSE_SECONDS, NO_CAPTION
 from core.captions.store import ConflictError
 from core.errors import LabError
 from ui.browse import ALL, DAMAGE_FILTERS
-from ui.common import GPU, INTERNAL, first_on_disk, user_errors
+from ui.common import GPU, INTERNAL, first_on_disk, picture_file, user_errors
 
 STATUS_FILTERS = [ALL, "auto", "edited", "reviewed", NO_CAPTION]
 HISTORY_HEADERS = ["id", "when (UTC)", "author", "kind", "status", "change from the version before"]
@@ -355,46 +353,14 @@ def author_of(request: gr.Request | None) -> str:
 
 def tile_picture(lab, path, name) -> str:
     """The picture of image `name` of the dataset at `path`, as the path of a PNG named by
-    its content (`immutable_png`).
+    its content.
 
     Not the array: gradio writes an array to `<cache>/<hash of its bytes>/image.png`
     again on every event that shows it, truncating the file in place, so a browser still
     reading that URL (a reload, two events showing one tile) got a short body and a
-    Content-Length mismatch: a broken image. A path is copied into gradio's cache once,
-    atomically, and reused; this file is never rewritten either."""
+    Content-Length mismatch: a broken image (see `ui.common.picture_file`)."""
     index = lab.datasets.open(path)
-    return str(immutable_png(index.load_image(*lab.captions.locate(index, name))))
-
-
-def tile_folder() -> Path:
-    """Where tile pictures are written: in gradio's upload folder (always servable)."""
-    return Path(os.environ.get("GRADIO_TEMP_DIR") or Path(tempfile.gettempdir()) / "gradio") / "xbdlab-tiles"
-
-
-def immutable_png(array, folder: Path | None = None) -> Path:
-    """`array` (H×W×3 uint8) as `<folder>/<sha256 of the PNG>.png`: written once, under a
-    temporary name renamed into place, and never rewritten (same picture, same file)."""
-    import io
-
-    from PIL import Image
-
-    buffer = io.BytesIO()
-    Image.fromarray(array).save(buffer, format="PNG", compress_level=1)
-    data = buffer.getvalue()
-    folder = Path(folder) if folder is not None else tile_folder()
-    target = folder / f"{hashlib.sha256(data).hexdigest()}.png"
-    if target.is_file() and target.stat().st_size == len(data):
-        return target
-    folder.mkdir(parents=True, exist_ok=True)
-    fd, staging = tempfile.mkstemp(dir=folder, prefix=".tile-", suffix=".png")
-    try:
-        with os.fdopen(fd, "wb") as out:
-            out.write(data)
-        os.replace(staging, target)
-    except BaseException:
-        Path(staging).unlink(missing_ok=True)
-        raise
-    return target
+    return picture_file(index.load_image(*lab.captions.locate(index, name)))
 
 
 def saved_line(record) -> str:

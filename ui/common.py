@@ -4,11 +4,17 @@ messages, formatting numbers."""
 from __future__ import annotations
 
 import functools
+import hashlib
 import inspect
+import io
 import logging
 import math
+import os
+import tempfile
+from pathlib import Path
 
 import gradio as gr
+from PIL import Image
 
 from core.errors import LabError
 
@@ -129,3 +135,42 @@ def fmt(value, digits: int = 4) -> str:
     if isinstance(value, (int, float)):
         return f"{value:.{digits}f}"
     return str(value)
+
+
+def picture_folder() -> Path:
+    """Where pictures shown in the app are written: in gradio's upload folder (always servable)."""
+    return Path(os.environ.get("GRADIO_TEMP_DIR") or Path(tempfile.gettempdir()) / "gradio") / "xbdlab-pictures"
+
+
+def immutable_png(array, folder: Path | None = None) -> Path:
+    """`array` (H×W×3 uint8) as `<folder>/<sha256 of the PNG>.png`: written once, under a
+    temporary name renamed into place, and never rewritten (same picture, same file)."""
+
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format="PNG", compress_level=1)
+    data = buffer.getvalue()
+    folder = Path(folder) if folder is not None else picture_folder()
+    target = folder / f"{hashlib.sha256(data).hexdigest()}.png"
+    if target.is_file() and target.stat().st_size == len(data):
+        return target
+    folder.mkdir(parents=True, exist_ok=True)
+    fd, staging = tempfile.mkstemp(dir=folder, prefix=".tile-", suffix=".png")
+    try:
+        with os.fdopen(fd, "wb") as out:
+            out.write(data)
+        os.replace(staging, target)
+    except BaseException:
+        Path(staging).unlink(missing_ok=True)
+        raise
+    return target
+
+
+def picture_file(array) -> str | None:
+    """What to give a `gr.Image` for a picture the app computed: the path of its
+    content-addressed PNG (`immutable_png`), or None for no picture.
+
+    Never the array itself: gradio writes an array to `<cache>/<hash>/image.png` again on
+    every event that shows it, truncating the file in place, so a browser still reading
+    that URL (a reload, two events showing one tile) gets a short body and a broken image.
+    A path is copied into gradio's cache once and reused."""
+    return None if array is None else str(immutable_png(array))

@@ -16,7 +16,7 @@ import gradio as gr
 from core.errors import GenerationCancelled, LabError
 from core.generation.compare import SWEEPS
 from core.types import GenerationRequest
-from ui.common import GPU, INTERNAL, first_on_disk, user_errors
+from ui.common import GPU, INTERNAL, first_on_disk, picture_file, user_errors
 
 META_FIELDS = ("lon", "lat", "gsd", "cloud_cover", "year", "month", "day")
 SIZES = [64, 256, 512, 768, 1024]
@@ -58,6 +58,7 @@ def build_generate(lab, demo: gr.Blocks, folder: gr.State):
             scene = gr.Dropdown([], label="Scene", allow_custom_value=True, scale=2, elem_id="gen-scene")
             backbone = gr.Dropdown([(s.label, s.id) for s in specs], value=first, label="Backbone",
                                    scale=2, elem_id="gen-backbone")
+        none_ready = gr.Markdown(visible=False, elem_id="gen-none-ready")
         ready = gr.Markdown(elem_id="gen-ready")
         download = gr.Button("Download this backbone's weights", visible=False)
         with gr.Accordion("Which backbones are on this machine", open=False):
@@ -161,7 +162,7 @@ def build_generate(lab, demo: gr.Blocks, folder: gr.State):
     gr.on([scene.change, size.change], user_errors(lambda *v: metadata_view(lab, *v)), [folder, scene, size], meta,
           **INTERNAL)
     shown = [ready, download, mode, size, meta_box, *widgets]
-    demo.load(lambda: default_backbone(lab), None, backbone, **INTERNAL).then(
+    demo.load(lambda: default_backbone(lab), None, [backbone, none_ready], **INTERNAL).then(
         lambda backbone_id: backbone_view(lab, backbone_id, controls), backbone, shown, **INTERNAL)
     backbone.change(lambda backbone_id: backbone_view(lab, backbone_id, controls), backbone, shown, **INTERNAL)
     download.click(user_errors(lambda backbone_id, progress=gr.Progress(): download_backbone(lab, backbone_id,
@@ -189,7 +190,7 @@ def scene_view(lab, path, scene_id) -> list:
     """[pre tile, post tile, default prompt] of a scene (tiles None when absent)."""
     index = lab.datasets.open(path)
     s = index.get(scene_id)
-    images = [index.load_image(s, p) if s.image(p) else None for p in ("pre", "post")]
+    images = [picture_file(index.load_image(s, p)) if s.image(p) else None for p in ("pre", "post")]
     return [*images, lab.generation.default_prompt(index, scene_id)]
 
 
@@ -327,11 +328,28 @@ def attention_button(recorded: bool, *, first: bool = False):
     return gr.Button(label, interactive=False) if first else gr.update(value=label, interactive=False)
 
 
-def default_backbone(lab):
-    """The backbone dropdown set to the first backbone whose files are on disk (or left as
-    it is when none is: its readiness line then says how to get one)."""
+def default_backbone(lab) -> tuple:
+    """(the backbone dropdown set to the first backbone whose files are on disk, the
+    "none is on disk" banner): when none is, the dropdown stays as it is and the banner
+    says so once, with the ways to get one."""
     ready = first_on_disk(lab, lab.backbones.specs())
-    return gr.update(value=ready) if ready else gr.update()
+    if ready:
+        return gr.update(value=ready), gr.update(visible=False)
+    return gr.update(), gr.update(value=none_on_disk_text(lab), visible=True)
+
+
+def none_on_disk_text(lab) -> str:
+    """What to do when no backbone's files are on this machine."""
+    models = lab.settings.models_dir
+    where = f"`{models}/<backbone id>/`" if models else "a folder given with `--models DIR`, as `DIR/<backbone id>/`"
+    return ("**No backbone is on this machine yet**, so nothing can be generated. To get one:\n"
+            "- pick a backbone below and press *Download this backbone's weights* (needs the internet "
+            "or an `HF_ENDPOINT` mirror), or\n"
+            f"- put a diffusers model folder at {where} and press *Check again* under "
+            "*Which backbones are on this machine*, or\n"
+            "- for a dry run without a GPU: `python -m core tiny-models --models DIR`, then restart with "
+            "`XBDLAB_TEST_BACKBONES=1 python app.py --models DIR` (tiny random backbones: they test the "
+            "plumbing and make noise, not pictures).")
 
 
 def download_backbone(lab, backbone_id, progress=None) -> str:

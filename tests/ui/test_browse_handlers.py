@@ -16,6 +16,13 @@ NO_FILTER = (ALL, ALL, ALL, ALL, "")
 SKIP = gr.skip()
 
 
+def pixels(picture):
+    """The pixels of a picture a handler gave a gr.Image (the path of a PNG file)."""
+    from PIL import Image
+
+    return np.asarray(Image.open(picture))
+
+
 def final(values):
     """The last thing a streaming handler yields (what the page shows in the end)."""
     *_, last = values
@@ -128,7 +135,7 @@ def test_a_scene_shows_its_tiles_counts_and_metadata(lab, destroyed):
     title, pre, post, pair, counts, meta, legend, to_evaluate, to_generate = show(
         lab, str(DEMO_SCENES), destroyed, False, "Side by side")
     assert destroyed in title
-    assert pre.shape == post.shape and pre.shape[2] == 3 and pair[0] is pre and pair[1] is post
+    assert pixels(pre).shape == pixels(post).shape and pixels(pre).shape[2] == 3 and pair == (pre, post)
     assert dict((r[0], r[1]) for r in counts)["destroyed"] >= 1
     fields = [r[0] for r in meta]
     assert "disaster" in fields and any(f.startswith("DiffusionSat") for f in fields)
@@ -139,8 +146,19 @@ def test_a_scene_shows_its_tiles_counts_and_metadata(lab, destroyed):
 def test_footprints_are_drawn_on_request_with_a_legend(lab, destroyed):
     plain = show(lab, str(DEMO_SCENES), destroyed, False, "Side by side")
     drawn = show(lab, str(DEMO_SCENES), destroyed, True, "Side by side")
-    assert not np.array_equal(plain[2], drawn[2])  # the post tile has footprints drawn on it
+    assert not np.array_equal(pixels(plain[2]), pixels(drawn[2]))  # the post tile has footprints drawn on it
     assert drawn[6].visible and "destroyed" in drawn[6].value
+
+
+def test_a_tile_shown_again_is_the_same_file_never_rewritten(lab, destroyed):
+    """A browser still reading the picture of the last event (a reload, two events showing one
+    tile) must never see it truncated: the same tile is the same, untouched file."""
+    from pathlib import Path
+
+    first = show(lab, str(DEMO_SCENES), destroyed, False, "Side by side")[1]
+    written = Path(first).stat().st_mtime_ns
+    again = show(lab, str(DEMO_SCENES), destroyed, False, "Side by side")[1]
+    assert again == first and Path(again).stat().st_mtime_ns == written
 
 
 def test_no_scene_asks_for_one_and_an_unknown_id_says_so(lab):
@@ -190,7 +208,7 @@ def test_a_scene_with_a_bad_tile_says_which_file_and_what_to_do(tmp_path):
     title, pre, post, pair, *_, to_evaluate, to_generate = show(lab, str(root), "socal-fire_00000022", True,
                                                                 "Side by side")
     assert f"⚠ {corrupt} is not a readable PNG" in title and "Re-download or remove it." in title
-    assert pre.shape == (32, 32, 3) and post is None and pair is None  # the sound tile still shows
+    assert pixels(pre).shape == (32, 32, 3) and post is None and pair is None  # the sound tile still shows
     assert not to_evaluate.interactive and to_generate.interactive
 
 

@@ -318,5 +318,5 @@ def test_the_tile_is_a_content_named_file_never_rewritten(lab, tmp_path, monkeyp
     again = Path(tab.show(lab, DATA, POST)[0])
     assert again == first and again.stat().st_mtime_ns == stat.st_mtime_ns and again.stat().st_ino == stat.st_ino
     assert Path(tab.show(lab, DATA, PRE)[0]) != first
-    assert first.parent == tmp_path / "gradio" / "xbdlab-tiles"
+    assert first.parent == tmp_path / "gradio" / "xbdlab-pictures"
     assert not [p for p in first.parent.iterdir() if p.name.startswith(".")]  # no staging file left

@@ -118,4 +118,17 @@ def test_stopping_a_comparison_leaves_the_rest_undone_and_the_grid_says_so(lab, 
 
 
 def test_the_default_backbone_is_one_on_disk(lab):
-    assert tab.default_backbone(lab)["value"] == "tiny-sd21"
+    backbone, banner = tab.default_backbone(lab)
+    assert backbone["value"] == "tiny-sd21" and banner["visible"] is False
+
+
+def test_with_no_backbone_on_disk_generate_says_so_once_and_how_to_get_one(tmp_path):
+    from core.lab import Lab
+
+    bare = Lab(Settings.load(env={}, data_dir=DEMO_SCENES, work_dir=tmp_path / "work",
+                             models_dir=tmp_path / "models"))
+    backbone, banner = tab.default_backbone(bare)
+    assert "value" not in backbone and banner["visible"] is True
+    text = banner["value"]
+    assert "No backbone is on this machine" in text and str(tmp_path / "models") in text
+    assert "Download this backbone's weights" in text and "python -m core tiny-models" in text

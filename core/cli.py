@@ -86,6 +86,14 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--split", help="controlnet: only this split")
     c.add_argument("--json", action="store_true", help="print JSON")
 
+    p = sub.add_parser("train", help="train a ControlNet on xBD pre/post pairs, or export them for diffusers")
+    tsub = p.add_subparsers(dest="train_command", required=True)
+    t = tsub.add_parser("controlnet", help="train (also under accelerate launch / torchrun; resumes)")
+    _training_arguments(t)
+    t.add_argument("--options", type=Path, help="read every setting from this JSON file (what the app writes)")
+    t = tsub.add_parser("export", help="write the pairs as an image folder for diffusers' train_controlnet.py")
+    _training_arguments(t, export=True)
+
     p = sub.add_parser("demo-scenes", help="regenerate the synthetic demo scenes")
     p.add_argument("--out", type=Path, required=True, help="folder to write them to")
     p.add_argument("--json", action="store_true", help="print JSON")
@@ -94,6 +102,87 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--models", type=Path, required=True, help="the models folder to write them into")
     p.add_argument("--json", action="store_true", help="print JSON")
     return parser
+
+
+def _training_arguments(t, *, export: bool = False) -> None:
+    """The flags of `train controlnet` and `train export` (defaults: the authors' xBD recipe)."""
+    from core.training.options import BASES, LR_SCHEDULERS, PRECISIONS, TASKS, TrainOptions
+
+    d = TrainOptions(data=Path("."), out=Path("."))
+    t.add_argument("--data", type=Path, help="the xBD folder (any layout the index reads)")
+    t.add_argument("--out", type=Path, help="output folder (the trained ControlNet, or the exported pairs)")
+    t.add_argument("--base", choices=BASES, default=d.base, help="base model (default sd21)")
+    t.add_argument("--base-model", help="the base's folder or hub id (default: where its backbone loads from)")
+    t.add_argument("--task", choices=TASKS, default=d.task, help="future: pre → post (default); past: post → pre")
+    for name in ("split", "disaster", "disaster-type"):
+        t.add_argument(f"--{name}", help=f"only scenes of this {name.replace('-', ' ')}")
+    t.add_argument("--resolution", type=int, default=d.resolution, help="training size in px (default 512)")
+    t.add_argument("--json", action="store_true", help="print JSON")
+    if export:
+        return
+    t.add_argument("--val-split", help="validate on this split's scenes (default: a fixed sample held out)")
+    t.add_argument("--val-count", type=int, default=d.val_count, help="validation scenes (default 4)")
+    t.add_argument("--augment", action="store_true", help="random crops of larger tiles and flips")
+    numbers = (("learning-rate", float), ("lr-warmup-steps", int), ("batch-size", int), ("grad-accum", int),
+               ("max-steps", int), ("max-grad-norm", float), ("metadata-dropout", float),
+               ("prompt-dropout", float), ("seed", int), ("checkpoint-every", int), ("keep-checkpoints", int),
+               ("validate-every", int), ("validation-steps", int), ("num-workers", int))
+    for name, kind in numbers:
+        t.add_argument(f"--{name}", type=kind, default=getattr(d, name.replace("-", "_")),
+                       help=f"default {getattr(d, name.replace('-', '_'))}")
+    t.add_argument("--lr-scheduler", choices=LR_SCHEDULERS, default=d.lr_scheduler)
+    t.add_argument("--mixed-precision", choices=PRECISIONS, default=d.mixed_precision,
+                   help="the frozen models' precision on a GPU (the ControlNet trains in fp32)")
+    t.add_argument("--gradient-checkpointing", action="store_true", help="less GPU memory, ~20%% slower")
+    t.add_argument("--use-8bit-adam", action="store_true", help="8-bit AdamW (bitsandbytes, CUDA)")
+    t.add_argument("--resume", help="latest, or a checkpoint-N folder")
+    t.add_argument("--models", type=Path, help="folder of local model folders, one per backbone id")
+
+
+def _training_options(args):
+    """TrainOptions from the flags (or from --options FILE)."""
+    import dataclasses
+
+    from core.training.options import TrainOptions
+
+    if getattr(args, "options", None):
+        try:
+            return TrainOptions.from_json(json.loads(args.options.read_text(encoding="utf-8")))
+        except (OSError, ValueError, KeyError, TypeError) as err:
+            raise LabError(f"Could not read the training options {args.options}: {err}") from err
+    if args.data is None or args.out is None:
+        raise LabError("Give --data (the xBD folder) and --out (the output folder).")
+    known = {f.name for f in dataclasses.fields(TrainOptions)}
+    return TrainOptions(**{k: v for k, v in vars(args).items() if k in known and v is not None})
+
+
+def cmd_train(args) -> dict:
+    options = _training_options(args)
+    lab = _lab(args, models_dir=getattr(args, "models", None))
+    if args.train_command == "export":
+        return lab.training.export_upstream(options, options.out)
+    import signal
+
+    asked = []
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: asked.append(True))  # checkpoint, then stop
+    outcome = lab.training.train(options, on_event=_print_training_event, should_stop=lambda: bool(asked))
+    means = (outcome.validation or {}).get("mean") or {}
+    baseline = (outcome.validation or {}).get("baseline_mean") or {}
+    return {"status": outcome.status, "step": outcome.step, "out": str(outcome.out),
+            "validation": {m: means[m]["mean"] for m in ("mse", "psnr", "ssim", "lpips") if m in means},
+            "baseline": {m: baseline[m]["mean"] for m in ("mse", "psnr", "ssim", "lpips") if m in baseline}}
+
+
+def _print_training_event(event: dict) -> None:
+    kind = event["event"]
+    if kind == "step":
+        print(f"step {event['step']}/{event['max_steps']} loss {event['loss']:.4f}", file=sys.stderr, flush=True)
+    elif kind == "start":
+        print(f"training on {event['pairs']} pairs ({event['skipped']} skipped, {event['validation']} for "
+              f"validation) in {event['processes']} process(es)", file=sys.stderr, flush=True)
+    else:
+        print(f"{kind} at step {event['step']}", file=sys.stderr, flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -285,7 +374,7 @@ def cmd_captions(args) -> dict:
 
 COMMANDS = {"index": cmd_index, "caption": cmd_caption, "captions": cmd_captions, "score": cmd_score, "baseline": cmd_baseline,
             "generate": cmd_generate, "backbones": cmd_backbones, "demo-scenes": cmd_demo_scenes,
-            "tiny-models": cmd_tiny_models}
+            "tiny-models": cmd_tiny_models, "train": cmd_train}
 
 
 def _as_text(result) -> str:

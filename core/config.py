@@ -57,6 +57,11 @@ class Settings:
         return self.runs_dir if self.runs_dir is not None else self.work_dir / "runs"
 
     @property
+    def trained_dir(self) -> Path:
+        """ControlNets trained from the app: `<work_dir>/trained`, one folder per run."""
+        return self.work_dir / "trained"
+
+    @property
     def cache_dir(self) -> Path:
         """Thumbnails and label summaries: `<work_dir>/cache`."""
         return self.work_dir / "cache"

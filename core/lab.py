@@ -8,6 +8,7 @@
     lab.captions    CaptionService: the caption store and machine captioning
     lab.generation  GenerationService: requests, generation, batches, comparison grids
     lab.evaluation  EvaluationService: baselines, scores, the leaderboard
+    lab.training    TrainingService: ControlNet training, here or in a background process
 
 Building a Lab opens no file and imports no torch: stores open and models load on first use.
 """
@@ -24,6 +25,7 @@ from core.evaluation.service import EvaluationService
 from core.generation.service import GenerationService
 from core.models.manager import ModelManager
 from core.runs.store import RunStore
+from core.training.service import TrainingService
 
 
 class Lab:
@@ -32,7 +34,8 @@ class Lab:
     def __init__(self, settings: Settings):
         s = self.settings = settings
         self.datasets = Datasets(default_dir=s.data_dir, cache_dir=s.cache_dir, always_allowed=(s.work_dir, s.runs))
-        self.backbones = Backbones(models_dir=s.models_dir, test_backbones=s.test_backbones)
+        self.backbones = Backbones(models_dir=s.models_dir, test_backbones=s.test_backbones,
+                                   trained_dir=s.trained_dir)
         self.models = ModelManager(ram_budget_gb=s.ram_budget_gb, offload=s.offload,
                                    attention_slicing=s.attention_slicing, vae_tiling=s.vae_tiling)
         self.runs = RunStore(Path(s.runs))
@@ -41,3 +44,6 @@ class Lab:
         self.generation = GenerationService(backbones=self.backbones, models=self.models, runs=self.runs,
                                             captions=self.captions)
         self.evaluation = EvaluationService(runs=self.runs, lpips_random_backbone=s.lpips_random_backbone)
+        self.training = TrainingService(datasets=self.datasets, backbones=self.backbones, captions=self.captions,
+                                        evaluation=self.evaluation, models=self.models,
+                                        trained_dir=s.trained_dir, work_dir=s.work_dir)

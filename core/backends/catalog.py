@@ -7,19 +7,30 @@ handed to the services that need backbones; nothing here loads a diffusion model
 
 from __future__ import annotations
 
+import copy
+import json
 import threading
+from dataclasses import replace
 from pathlib import Path
+
+TRAINED_PREFIX = "trained-"
+"""Backbone ids of the ControlNets trained from the app: `trained-<run folder name>`."""
+TRAINED_ON = {"sd21": ("controlnet", "SD 2.1"), "diffusionsat": ("diffusionsat-controlnet", "DiffusionSat")}
 
 
 class Backbones:
     """The registry as this process sees it.
 
     models_dir: a folder of local model folders, one per backbone id (None: hub ids only).
-    test_backbones: also offer the tiny random test backbones (plumbing checks only)."""
+    test_backbones: also offer the tiny random test backbones (plumbing checks only).
+    trained_dir: where the app's training runs go; each finished one is offered as the
+        backbone `trained-<name>` (read anew on every call: no restart needed)."""
 
-    def __init__(self, *, models_dir: Path | None = None, test_backbones: bool = False) -> None:
+    def __init__(self, *, models_dir: Path | None = None, test_backbones: bool = False,
+                 trained_dir: Path | None = None) -> None:
         self.models_dir = models_dir
         self.test_backbones = test_backbones
+        self.trained_dir = Path(trained_dir) if trained_dir is not None else None
         self._tokenizers: dict[str, dict] = {}
         self._configured: dict[str, object] = {}
         self._lock = threading.Lock()
@@ -31,13 +42,43 @@ class Backbones:
 
         if self.test_backbones:
             import core.backends.tiny  # noqa: F401  (registers the tiny test backbones)
-        return backends.available(include_test_only=self.test_backbones)
+        return backends.available(include_test_only=self.test_backbones) + [b.spec for b in self._trained().values()]
+
+    def _trained(self) -> dict:
+        """{backbone id: backend} of the finished training runs under trained_dir: the
+        `controlnet` or `diffusionsat-controlnet` backend under a spec of their own."""
+        from core import backends
+
+        found: dict = {}
+        if self.trained_dir is None or not self.trained_dir.is_dir():
+            return found
+        for folder in sorted(self.trained_dir.iterdir()):
+            try:
+                record = json.loads((folder / "training.json").read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                continue
+            if record.get("status") != "finished" or record.get("base") not in TRAINED_ON:
+                continue
+            template_id, base_label = TRAINED_ON[record["base"]]
+            template = backends.get(template_id).with_models_dir(self.models_dir)
+            backend = copy.copy(template)
+            backend.spec = replace(
+                template.spec, id=TRAINED_PREFIX + folder.name, hub_id=None,
+                label=f"{folder.name} (your ControlNet on {base_label}, {record.get('step', '?')} steps)",
+                notes=f"A ControlNet trained in this app, in {folder}. " + template.spec.notes)
+            backend.trained_folder = folder
+            found[backend.spec.id] = backend
+        return found
 
     def get(self, backbone_id: str):
         """The backend `backbone_id` as configured for this process's models folder (see
         Backend.with_models_dir); LabError naming the known ids otherwise."""
         from core import backends
 
+        if backbone_id.startswith(TRAINED_PREFIX):
+            trained = self._trained()
+            if backbone_id in trained:
+                return trained[backbone_id]
         self.specs()
         with self._lock:
             if backbone_id not in self._configured:
@@ -46,9 +87,12 @@ class Backbones:
 
     def source(self, backbone_id: str):
         """Where `backbone_id` loads from: a folder under models_dir, else its hub id."""
-        from core.backends.sources import resolve_source
+        from core.backends.sources import as_source, resolve_source
 
-        return resolve_source(self.get(backbone_id).spec, models_dir=self.models_dir)
+        backend = self.get(backbone_id)
+        if getattr(backend, "trained_folder", None) is not None:
+            return as_source(str(backend.trained_folder))
+        return resolve_source(backend.spec, models_dir=self.models_dir)
 
     def readiness(self, backbone_id: str):
         """Whether a backbone can load without the network (a sources.Readiness), without

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
 from pathlib import Path
 
@@ -167,6 +168,8 @@ def cmd_train(args) -> dict:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: asked.append(True))  # checkpoint, then stop
     outcome = lab.training.train(options, on_event=_print_training_event, should_stop=lambda: bool(asked))
+    if int(os.environ.get("RANK", "0")) != 0:
+        return None
     means = (outcome.validation or {}).get("mean") or {}
     baseline = (outcome.validation or {}).get("baseline_mean") or {}
     return {"status": outcome.status, "step": outcome.step, "out": str(outcome.out),
@@ -193,6 +196,8 @@ def main(argv: list[str] | None = None) -> int:
     except LabError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    if result is None:  # another process of a multi-process run: the main one reports
+        return 0
     if args.json:
         print(json.dumps(result, indent=2, default=str))
     else:

@@ -1,10 +1,10 @@
 """ControlNet on SD 2.1, fine-tuned by the user on xBD pre/post pairs: the pre-event tile
 is the condition image, the post-event tile the target.
 
-No such ControlNet is published: the user trains one (diffusers' example script
-`examples/controlnet/train_controlnet.py`, `--pretrained_model_name_or_path
-stabilityai/stable-diffusion-2-1`, post-event tiles as `image`, pre-event tiles as
-`conditioning_image`, captions as `text`) and points this backbone at the output folder.
+No such ControlNet is published: the user trains one (core.training: the Train tab or
+`python -m core train controlnet`, whose output folder loads here unchanged; or diffusers'
+example script `examples/controlnet/train_controlnet.py` on the pairs `python -m core train
+export` writes) and points this backbone at the output folder.
 
 Folder layouts accepted by `load` (first match wins):
 1. the folder itself holds the ControlNet (`config.json` + weights), which is what
@@ -50,10 +50,10 @@ BASE_HINT_FILE = "base_model.txt"
 SDEDIT = "sdedit"  # key of the img2img (SDEdit + ControlNet) pipeline in LoadedPipeline.pipes
 
 HOW_TO_GET_ONE = (
-    "No xBD ControlNet is published: train one with diffusers' examples/controlnet/train_controlnet.py "
-    f"(--pretrained_model_name_or_path {DEFAULT_BASE}, post-event tiles as image, pre-event tiles as "
-    "conditioning_image, captions as text) and give its output folder (the folder holding config.json and "
-    "diffusion_pytorch_model.safetensors, or controlnet/, or checkpoint-<step>/controlnet/)."
+    "No xBD ControlNet is published: train one in the Train tab or with python -m core train controlnet "
+    "(or with diffusers' examples/controlnet/train_controlnet.py on the pairs python -m core train export "
+    f"writes, --pretrained_model_name_or_path {DEFAULT_BASE}) and give its output folder (the folder holding "
+    "config.json and diffusion_pytorch_model.safetensors, or controlnet/, or checkpoint-<step>/controlnet/)."
 )
 
 NOTES = (

@@ -31,7 +31,8 @@ Folder layouts `load_pipeline` accepts (`.bin` or safetensors weights; see resol
 ControlNet (`controlnet=True`): a folder holding `controlnet/` (or
 `checkpoint-<step>/controlnet/`, or the ControlNet folder itself) beside a DiffusionSat base
 in the same folder (layouts 1-3), or on top of one: inside a base folder (the parent is
-searched next), or else the `diffusionsat_base` source given (a folder or hub id).
+searched next), or else the base named by a `base_model.txt` in the folder (what the
+trainer writes), or else the `diffusionsat_base` source given (a folder or hub id).
 
 The SD 2.1 base (text encoder, tokenizer, VAE, scheduler: DiffusionSat did not retrain
 them) is `stabilityai/stable-diffusion-2-1` by default, or a local folder passed as
@@ -70,7 +71,8 @@ CONTROLNET_HELP = (
     "Accepted DiffusionSat ControlNet folders: a folder holding controlnet/ (or "
     "checkpoint-<step>/controlnet/) next to a DiffusionSat base (unet/ or checkpoint-<step>/unet/ and "
     "the other components) or placed inside a DiffusionSat base folder; or the controlnet/ folder "
-    "itself inside such a base. No xBD ControlNet was published: train one first."
+    "itself inside such a base; or a folder whose base_model.txt names its base. No xBD ControlNet was "
+    "published: train one (python -m core train controlnet --base diffusionsat, or the Train tab)."
 )
 
 
@@ -205,9 +207,12 @@ def _resolve_controlnet(text: str, folder: Path, components_base, diffusionsat_b
             base = resolve_source(candidate, components_base=components_base, locate=locate)
             break
     else:
-        if diffusionsat_base is None:
+        from core.backends.controlnet import base_hint
+
+        named = base_hint(home)  # base_model.txt, as the trainer writes it
+        if named is None and diffusionsat_base is None:
             raise ModelNotAvailable(f"{cn_dir} has no DiffusionSat base beside it or around it. {CONTROLNET_HELP}")
-        base = resolve_source(diffusionsat_base, components_base=components_base, locate=locate)
+        base = resolve_source(named or diffusionsat_base, components_base=components_base, locate=locate)
     return Layout(kind=f"ControlNet {cn_dir.relative_to(home)}/ on {base.kind}",
                   unet=base.unet, unet_subfolder=base.unet_subfolder, components=base.components,
                   controlnet=str(cn_dir))

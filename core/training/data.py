@@ -162,7 +162,8 @@ class PairDataset:
     """A torch map-style dataset of `pairs` (see the module notes). Items are dicts:
     `condition` (3×H×W in [0, 1]), `target` (3×H×W in [-1, 1]), `metadata` and
     `cond_metadata` (7 floats), `caption` (str), `index` (int). An item whose files turned
-    unreadable since the check is None, which `collate` leaves out and counts."""
+    unreadable since the check is None, which `collate` leaves out and counts. The epoch is
+    set with `use_epoch` (see loop.EpochShuffle for why not `set_epoch`)."""
 
     def __init__(self, pairs: list[Pair], options: TrainOptions) -> None:
         self.pairs = list(pairs)
@@ -175,7 +176,7 @@ class PairDataset:
     def __len__(self) -> int:
         return len(self.pairs)
 
-    def set_epoch(self, epoch: int) -> None:
+    def use_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
 
     def rng(self, i: int) -> np.random.Generator:

@@ -120,6 +120,9 @@ class Trainer:
         check_resolution(base, o.resolution)
         self.base = base.frozen(acc.device, weight_dtype)
         self.weight_dtype = weight_dtype
+        from accelerate.utils import set_seed
+
+        set_seed(o.seed)  # the ControlNet's new layers start the same for the same seed
         controlnet = new_controlnet(base)
         if o.gradient_checkpointing:
             controlnet.enable_gradient_checkpointing()
@@ -145,20 +148,25 @@ class Trainer:
         self._event({"event": "start", "step": pos.step, "pairs": len(train_pairs), "validation": len(val_pairs),
                      "skipped": len(skipped), "processes": acc.num_processes, "resumed": str(resume_from or "")})
         try:
-            status = self._loop(loader, pos)
+            if pos.step == 0:
+                self.validate(0)  # the untrained ControlNet: where the curves and pictures start
+            return self._finish(record, self._loop(loader, pos), pos)
         except torch.OutOfMemoryError as err:
+            self._failed(f"out of GPU memory at step {pos.step + 1}")
             raise TrainingError(f"Out of GPU memory at step {pos.step + 1} (batch {o.batch_size} at {o.resolution} "
                                 f"px). {MEMORY_ADVICE}") from err
+        except BaseException as err:
+            self._failed(str(err) or type(err).__name__)
+            raise
         finally:
-            acc.end_training()
-        return self._finish(record, status, pos)
+            acc.end_training()  # also ends the process group: after the last collective step
 
     def _loop(self, loader, pos: Position) -> str:
         acc, o = self.acc, self.options
         skip = pos.batches
         while pos.step < o.max_steps:
-            self.dataset.set_epoch(pos.epoch)
-            _set_epoch(loader, pos.epoch)
+            self.dataset.use_epoch(pos.epoch)
+            _use_epoch(loader, pos.epoch)
             batches = acc.skip_first_batches(loader, skip) if skip else loader
             pos.batches = skip
             losses = []
@@ -325,6 +333,7 @@ class Trainer:
         try:
             for pair in self.val_pairs:
                 condition, target, _ = prepared_images(pair, o.resolution, augment=False, rng=None)
+                picture = Image.fromarray(condition)
                 request = GenerationRequest(
                     backbone=backend.spec.id, prompt=pair.caption_text(), scene_id=pair.scene_id,
                     mode="txt2img" if self.base.kind == "diffusionsat" else "img2img", steps=o.validation_steps,
@@ -333,7 +342,7 @@ class Trainer:
                     options={"cond_metadata": list(pair.cond_metadata)} if self.base.uses_metadata else {})
                 generator = torch.Generator(device=self.acc.device).manual_seed(o.seed)
                 with self.acc.autocast():
-                    image = backend.run(pipe, request, init_image=condition, control_image=condition,
+                    image = backend.run(pipe, request, init_image=picture, control_image=picture,
                                         generators=[generator])[0]
                 pred = np.asarray(image.convert("RGB"))
                 Image.fromarray(pred).save(folder / f"{pair.scene_id}.png")
@@ -455,6 +464,11 @@ class Trainer:
             (self.out / STOP_FILE).unlink(missing_ok=True)
         return record
 
+    def _failed(self, why: str) -> None:
+        acc = getattr(self, "acc", None)
+        if acc is not None and acc.is_main_process:
+            self._update_record(status="failed", error=why, ended=time.time())
+
     def _update_record(self, **changes) -> None:
         record = _read_record(self.out) or {}
         record.update(changes)
@@ -534,12 +548,14 @@ def _optimizer(controlnet, o: TrainOptions):
 
 class EpochShuffle:
     """A sampler whose order is a permutation seeded by (seed, epoch): the same on every
-    process and after a resume (accelerate shards it between processes)."""
+    process and after a resume (accelerate shards it between processes). Its epoch is set
+    with `use_epoch`, not `set_epoch`: accelerate calls `set_epoch` with its own count of
+    passes over the loader, which restarts at 0 after a resume."""
 
     def __init__(self, n: int, seed: int) -> None:
         self.n, self.seed, self.epoch = n, seed, 0
 
-    def set_epoch(self, epoch: int) -> None:
+    def use_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
 
     def __len__(self) -> int:
@@ -559,7 +575,7 @@ def _loader(dataset: PairDataset, o: TrainOptions):
     return loader
 
 
-def _set_epoch(loader, epoch: int) -> None:
+def _use_epoch(loader, epoch: int) -> None:
     """Set the epoch of the EpochShuffle inside a (prepared) loader."""
     seen = set()
     stack = [loader]
@@ -569,7 +585,7 @@ def _set_epoch(loader, epoch: int) -> None:
             continue
         seen.add(id(obj))
         if isinstance(obj, EpochShuffle):
-            obj.set_epoch(epoch)
+            obj.use_epoch(epoch)
             return
         stack += [getattr(obj, name, None) for name in ("epoch_sampler", "batch_sampler", "sampler", "base_dataloader")]
     raise LabError("internal: the training sampler was not found in the prepared loader")

@@ -136,7 +136,8 @@ def _training_arguments(t, *, export: bool = False) -> None:
                    help="the frozen models' precision on a GPU (the ControlNet trains in fp32)")
     t.add_argument("--gradient-checkpointing", action="store_true", help="less GPU memory, ~20%% slower")
     t.add_argument("--use-8bit-adam", action="store_true", help="8-bit AdamW (bitsandbytes, CUDA)")
-    t.add_argument("--resume", help="latest, or a checkpoint-N folder")
+    t.add_argument("--resume", help="latest, auto (latest if there is one, else start: for requeued jobs), "
+                                    "or a checkpoint-N folder")
     t.add_argument("--models", type=Path, help="folder of local model folders, one per backbone id")
 
 

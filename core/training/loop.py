@@ -407,6 +407,8 @@ class Trainer:
                 raise TrainingError(f"{self.out} already holds a training run ({found[-1].name}): resume it with "
                                     "--resume latest, or give another --out.")
             return None
+        if o.resume == "auto":  # a job that may be requeued: go on if there is something to go on from
+            return found[-1] if found else None
         if o.resume == "latest":
             if not found:
                 raise TrainingError(f"No checkpoint to resume in {self.out}: start without --resume.")

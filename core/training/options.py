@@ -56,7 +56,7 @@ class TrainOptions:
     validate_every: int = 1000
     validation_steps: int = 20  # denoising steps of a validation image
     num_workers: int = 2
-    resume: str | None = None  # "latest" or a checkpoint folder
+    resume: str | None = None  # "latest", "auto" (latest if any, else start) or a checkpoint folder
     extra: dict = field(default_factory=dict)
 
     def check(self) -> "TrainOptions":

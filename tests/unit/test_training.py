@@ -218,6 +218,17 @@ def test_bad_input_is_refused_before_training(tmp_path, tiny_sd21):
     lab.training.train(options(data, tmp_path / "e", tiny_sd21, max_steps=1))
     with pytest.raises(TrainingError, match="already holds a training run.*--resume latest"):
         lab.training.train(options(data, tmp_path / "e", tiny_sd21, max_steps=1))
+    with pytest.raises(TrainingError, match="No checkpoint to resume"):
+        lab.training.train(options(data, tmp_path / "f", tiny_sd21, resume="latest"))
+
+
+def test_resume_auto_starts_or_goes_on_for_a_requeued_job(tmp_path, tiny_sd21):
+    data = T.make_official(tmp_path / "data", TWO_SCENES, size=64)
+    lab = lab_for(tmp_path)
+    first = lab.training.train(options(data, tmp_path / "o", tiny_sd21, max_steps=1, resume="auto"))
+    again = lab.training.train(options(data, tmp_path / "o", tiny_sd21, max_steps=2, resume="auto"))
+    assert (first.step, again.step) == (1, 2)
+    assert [h["from_step"] for h in json.loads((tmp_path / "o" / "training.json").read_text())["history"]] == [0, 1]
 
 
 def test_bad_pairs_are_skipped_and_counted_never_a_crash(tmp_path, tiny_sd21):

@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 ARGS ?=
 
-.PHONY: setup run test browser demo-scenes bench clean
+.PHONY: setup run test browser demo-scenes bench clean cogvlm2
 
 # The virtual environment, rebuilt when the requirements change.
 # daam is the DAAM authors' reference that tests/unit/test_attention_oracle.py checks our
@@ -30,6 +30,11 @@ browser:
 
 test: setup browser
 	$(BIN)/python -m pytest
+
+# CogVLM2's own environment (.venv-cogvlm2): transformers 4.41 for its remote code, the
+# app's PyTorch reused (see core/captions/envs.py). INT4=1 adds bitsandbytes (CUDA only).
+cogvlm2: setup
+	$(BIN)/python -m core.captions.envs create $(if $(INT4),--int4,)
 
 demo-scenes: setup
 	$(BIN)/python -m core demo-scenes --out assets/demo-scenes

@@ -122,6 +122,9 @@ class Captioner:
     label: str = ""
     needs_model: bool = False
     spec_dtype: str = "fp32"
+    on_token: Callable[[int], bool] | None = None
+    """Set by a captioning worker (core.captions.worker) around a request: captioners that
+    generate token by token call it with the count so far; True means stop (cancelled)."""
 
     def __init__(self) -> None:
         self.bundle: ModelBundle | None = None
@@ -314,8 +317,8 @@ class TemplateCaptioner(Captioner):
 # id -> ("module:Class", keyword arguments). Model code is imported on first use only.
 _REGISTRY: dict[str, tuple[str, dict]] = {
     "template": ("core.captions.captioners:TemplateCaptioner", {}),
-    "cogvlm2": ("core.captions.cogvlm2:CogVLM2Captioner", {}),
-    "cogvlm2-int4": ("core.captions.cogvlm2:CogVLM2Captioner", {"int4": True}),
+    "cogvlm2": ("core.captions.cogvlm2:make_cogvlm2", {}),  # in its own environment when needed
+    "cogvlm2-int4": ("core.captions.cogvlm2:make_cogvlm2", {"int4": True}),
     "qwen2-vl": ("core.captions.native_vlm:NativeVLMCaptioner", {}),
 }
 

@@ -181,8 +181,11 @@ class CogVLM2Captioner(Captioner):
         import torch
 
         model = self._require_bundle().model
+        extra = {}
+        if self.on_token is not None:
+            extra["stopping_criteria"] = _TokenReport(self.on_token, batch["input_ids"].shape[1])
         with torch.inference_mode():
-            out = model.generate(**batch, **self.generation_kwargs())
+            out = model.generate(**batch, **self.generation_kwargs(), **extra)
         return out[0, batch["input_ids"].shape[1]:]
 
     def postprocess(self, output: Any, context: CaptionContext) -> str:
@@ -192,3 +195,66 @@ class CogVLM2Captioner(Captioner):
         text = tokenizer.decode(output)
         text = text.split("<|end_of_text|>")[0]
         return clean_text(text, SPECIAL_TOKENS)
+
+
+def _TokenReport(on_token, prompt_length: int):
+    """A transformers StoppingCriteriaList that reports each new token to `on_token` and
+    stops generation when it answers True (a cancel from the worker's client)."""
+    import torch
+    from transformers import StoppingCriteria, StoppingCriteriaList
+
+    class Report(StoppingCriteria):
+        def __call__(self, input_ids, scores, **kwargs):
+            stop = bool(on_token(int(input_ids.shape[1]) - prompt_length))
+            return torch.full((input_ids.shape[0],), stop, dtype=torch.bool, device=input_ids.device)
+
+    return StoppingCriteriaList([Report()])
+
+
+def runs_here() -> bool:
+    """Whether CogVLM2 can run in this process: transformers in the remote code's range, or
+    the version check switched off for a patched copy of the remote code."""
+    if os.environ.get(SKIP_CHECK_ENV, "") in ("1", "true", "yes"):
+        return True
+    try:
+        check_transformers()
+    except ModelLoadError:
+        return False
+    return True
+
+
+def make_cogvlm2(*, int4: bool = False, **options):
+    """The `cogvlm2` / `cogvlm2-int4` captioner: in this process where the installed
+    transformers runs the remote code (the CogVLM2 environment itself), else a worker in the
+    CogVLM2 environment (`make cogvlm2`) driven from here, under the same id and model name,
+    so captions made either way count as the same model's."""
+    local = CogVLM2Captioner(int4=int4, **options)
+    if runs_here():
+        return local
+    return _worker_class()(local)
+
+
+def _worker_class():
+    from core.captions.envs import env_python, require_env
+    from core.captions.remote import WorkerCaptioner
+
+    class CogVLM2WorkerCaptioner(WorkerCaptioner):
+        """CogVLM2 in its own environment: the app's `cogvlm2` captioner when the app's
+        transformers cannot run the remote code."""
+
+        def __init__(self, local: CogVLM2Captioner) -> None:
+            super().__init__("cogvlm2", python=env_python(), source=local.source, int4=local.int4,
+                             label=local.label + ", in its own environment", prompt_template=local.prompt,
+                             spec_dtype=local.spec_dtype,
+                             extra_args=("--max-new-tokens", str(local.max_new_tokens)))
+            self.id = local.id
+
+        def check_ready(self, models_dir=None) -> None:
+            require_env(self.label)  # first: without it nothing else matters
+            super().check_ready(models_dir)
+
+        def loader(self, device, dtype):
+            self.python = str(require_env(self.label))
+            return super().loader(device, dtype)
+
+    return CogVLM2WorkerCaptioner

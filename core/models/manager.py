@@ -399,6 +399,10 @@ class ModelManager:
             entry.model = _move(entry.model, self.device)
 
     def _to_cpu(self, entry: _Entry) -> None:
+        release = getattr(entry.model, "release_device", None)
+        if callable(release):  # a model living in another process (a captioning worker): stop it,
+            release()          # which frees its GPU memory; it starts again on its next use
+            return
         if self._device_is_cpu():
             return
         if entry.offloaded:
@@ -437,6 +441,9 @@ class ModelManager:
 
     @staticmethod
     def _drop(entry: _Entry) -> None:
+        close = getattr(entry.model, "release_device", None)
+        if callable(close):  # a worker process: end it rather than wait for the garbage collector
+            close()
         entry.model = None
 
     def _free_memory(self, *, collect: bool) -> None:

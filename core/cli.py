@@ -14,6 +14,12 @@ from core.errors import LabError
 from core.types import MetricSettings
 
 
+def _shard_arguments(p) -> None:
+    p.add_argument("--num-shards", type=int, help="split the batch into N shards (array jobs; default: "
+                   "SLURM_ARRAY_TASK_COUNT); under accelerate launch / torchrun each process takes its part too")
+    p.add_argument("--shard-index", type=int, help="which shard this job does, 0..N-1 (default: SLURM_ARRAY_TASK_ID)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m core", description=__doc__)
     parser.add_argument("--work", type=Path, help="work folder for caches (default: lab-work)")
@@ -26,6 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print JSON")
 
     p = sub.add_parser("score", help="score a prediction against a target, or every run")
+    _shard_arguments(p)
     p.add_argument("--pred", type=Path, help="the generated image (PNG)")
     p.add_argument("--target", type=Path, help="the real post-event image")
     p.add_argument("--labels", type=Path, help="the post-event label JSON, for per-class scores")
@@ -36,11 +43,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print JSON")
 
     p = sub.add_parser("baseline", help="write persistence-baseline runs (post := pre) for every scene")
+    _shard_arguments(p)
     p.add_argument("--data", type=Path, required=True, help="the xBD folder")
     p.add_argument("--runs", type=Path, required=True, help="the runs folder to write to")
     p.add_argument("--json", action="store_true", help="print JSON")
 
     p = sub.add_parser("generate", help="generate post-event images from pre-event tiles")
+    _shard_arguments(p)
     p.add_argument("--data", type=Path, required=True, help="the xBD folder")
     p.add_argument("--batch", type=Path, help="a JSONL file, one request a line; finished ones are skipped")
     p.add_argument("--backbone", help="backbone id (see `python -m core backbones`)")
@@ -62,6 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print JSON")
 
     p = sub.add_parser("caption", help="machine-caption tiles into the caption store (resumes)")
+    _shard_arguments(p)
     p.add_argument("--data", type=Path, required=True, help="the xBD folder")
     p.add_argument("--captioner", default="template", help="template, cogvlm2, cogvlm2-int4 or qwen2-vl")
     p.add_argument("--summarise", metavar="BACKBONE",
@@ -214,6 +224,26 @@ def _lab(args, **overrides):
     return lab
 
 
+def _shard(args):
+    from core.distributed import current_shard
+
+    return current_shard(getattr(args, "num_shards", None), getattr(args, "shard_index", None))
+
+
+def _summary(shard, result: dict) -> dict | None:
+    """The result to print: this process's, or on the main process of a process group the
+    totals with one entry per process (None on the other processes)."""
+    gathered = shard.gather({"process": shard.label or "all", **result})
+    if gathered is None:
+        return None
+    if len(gathered) == 1:
+        return {**result, **({"shard": shard.label} if shard.parallel else {})}
+    totals = {k: sum(g[k] for g in gathered) for k, v in result.items() if isinstance(v, int)}
+    lists = {k: [x for g in gathered for x in g[k]] for k, v in result.items() if isinstance(v, list)}
+    return {**totals, **lists, "processes": [{k: v for k, v in g.items() if not isinstance(v, list)}
+                                             for g in gathered]}
+
+
 def cmd_index(args) -> dict:
     index = _lab(args).datasets.open(args.data)
     # with --check every bad file becomes one of the problems listed
@@ -251,21 +281,27 @@ def _score_runs(args, settings: MetricSettings) -> list[dict]:
 
     lab = _lab(args, runs_dir=args.runs)
     index = lab.datasets.open(args.data)
-    out = []
-    for run in lab.runs.list():
-        try:
-            entry = scores_to_dict(lab.evaluation.score_run(run, index, settings))
-        except LabError as err:
-            entry = {"error": str(err)}
-        out.append({"run": run.run_id, "backbone": run.record.get("backbone"),
-                    "scene": run.record.get("scene_id"), **entry})
-    return out
+    shard = _shard(args)
+    runs = shard.take(sorted(lab.runs.list(), key=lambda r: r.run_id))
+    problems: list = []
+    scores = lab.evaluation.score_runs(runs, index, settings, problems=problems,
+                                       progress=lambda done, total: shard.log(f"scored {done}/{total} runs"))
+    why = {run.run_id: message for run, message in problems}
+    out = [{"run": run.run_id, "backbone": run.record.get("backbone"), "scene": run.record.get("scene_id"),
+            **(scores_to_dict(score) if score is not None else {"error": why.get(run.run_id, "not scored")})}
+           for run, score in zip(runs, scores)]
+    gathered = shard.gather(out)
+    return None if gathered is None else [entry for part in gathered for entry in part]
 
 
 def cmd_baseline(args) -> dict:
     lab = _lab(args, runs_dir=args.runs)
-    runs = lab.evaluation.write_baselines(lab.datasets.open(args.data))
-    return {"written": len(runs), "runs": [r.run_id for r in runs], "folder": str(args.runs)}
+    index = lab.datasets.open(args.data)
+    shard = _shard(args)
+    scenes = shard.take([s for s in index.scenes if s.pre_image and s.post_image])
+    runs = lab.evaluation.write_baselines(index, scenes)
+    result = _summary(shard, {"scenes": len(scenes), "written": len(runs), "runs": [r.run_id for r in runs]})
+    return None if result is None else {**result, "folder": str(args.runs)}
 
 
 def cmd_tiny_models(args) -> dict:
@@ -300,11 +336,13 @@ def cmd_generate(args) -> dict:
                   "guidance": args.guidance, "strength": args.strength, "size": args.size,
                   "seed": args.seed, "num_images": args.num_images}
         lines = [{k: v for k, v in fields.items() if v is not None}]
-    result = lab.generation.generate_batch(lines, index, attention=args.attention, on_start=_print_start,
-                                           on_step=_print_step)
+    shard = _shard(args)
+    result = lab.generation.generate_batch(lines, index, attention=args.attention, shard=shard,
+                                           on_start=lambda i, n, r: shard.log(f"[{i}/{n}] {r.backbone} on {r.scene_id}"),
+                                           on_step=None if shard.parallel else _print_step)
     if args.attention:
         _print_shares(lab, result["runs"])
-    return result
+    return _summary(shard, result)
 
 
 def _print_shares(lab, run_ids: list[str]) -> None:
@@ -330,10 +368,6 @@ def _print_shares(lab, run_ids: list[str]) -> None:
                   file=sys.stderr)
 
 
-def _print_start(i: int, total: int, request) -> None:
-    print(f"[{i}/{total}] {request.backbone} on {request.scene_id}", file=sys.stderr)
-
-
 def _print_step(step: int, total: int | None, **_) -> None:
     print(f"  step {step}/{total or '?'}", file=sys.stderr, end="\r" if step != total else "\n")
 
@@ -356,11 +390,14 @@ def cmd_caption(args) -> dict:
     index = lab.datasets.open(args.data)
     scenes = index.filter(disaster=args.disaster, split=args.split, damage=args.damage)
     phases = ("pre", "post") if args.phase == "both" else (args.phase,)
+    shard = _shard(args)
     report = lab.captions.caption_scenes(index, scenes, args.captioner, phases=phases, summarise_for=args.summarise,
-                                progress=lambda done, total, name: print(f"[{done}/{total}] {name}",
-                                                                         file=sys.stderr))
-    return {"summary": report.summary(), "captioned": len(report.captioned), "skipped": len(report.skipped),
-            "failed": [list(f) if isinstance(f, tuple) else f for f in report.failed]}
+                                         shard=shard,
+                                         progress=lambda done, total, name: shard.log(f"[{done}/{total}] {name}"))
+    result = _summary(shard, {"captioned": len(report.captioned), "skipped": len(report.skipped),
+                              "failed": [list(f) if isinstance(f, tuple) else f for f in report.failed]})
+    return None if result is None else {"summary": report.summary() if not shard.parallel else
+                                        f"{result['captioned']} captioned, {result['skipped']} already done", **result}
 
 
 def cmd_captions(args) -> dict:

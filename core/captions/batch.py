@@ -137,17 +137,20 @@ class _Session:
 def caption_scenes(index, scenes: Iterable[Any], captioner: Captioner, *, store,
                    phases: tuple[str, ...] = ("pre", "post"), summariser: Any = None,
                    clip_tokenizer: Any = None, manager: Any = None,
-                   progress: Progress | None = None, cancel: Any = None) -> BatchReport:
+                   progress: Progress | None = None, cancel: Any = None, shard: Any = None) -> BatchReport:
     """Caption `phases` of `scenes` (Scene objects or scene ids of `index`) with
     `captioner`, store each result with `store.put_machine`, and return a BatchReport.
 
     Images that already have a machine caption from this captioner are skipped (resume).
     A failing image is recorded in the report and the run goes on; a model that cannot be
     loaded raises (ModelLoadError / OutOfMemory from the manager) before any image.
+    With `shard` (core.distributed.Shard), only this process's share of the tiles.
     """
     start = time.monotonic()
     report = BatchReport()
     items = _items(index, scenes, tuple(phases), report)
+    if shard is not None:
+        items = shard.take(items)
     todo = []
     for item in items:
         if _has_caption(store, item.image, captioner.model_name):

@@ -183,7 +183,7 @@ class CaptionService:
 
     # -- machine captions ------------------------------------------------------------------
     def caption_scenes(self, index, scenes, captioner_id: str, *, phases=("pre", "post"),
-                       summarise_for: str | None = None, progress=None, cancel=None):
+                       summarise_for: str | None = None, progress=None, cancel=None, shard=None):
         """Machine-caption the scenes' tiles into the store (resuming: tiles this captioner
         already did are skipped). With `summarise_for` (a backbone id), T5 summaries are
         shortened until that backbone's CLIP tokenizer counts at most 77 tokens.
@@ -200,7 +200,7 @@ class CaptionService:
             summariser.check_ready(self.models_dir)
         return caption_scenes(index, scenes, captioner, store=self.store, phases=tuple(phases),
                               summariser=summariser, clip_tokenizer=clip_tokenizer, manager=self.models,
-                              progress=progress, cancel=cancel)
+                              progress=progress, cancel=cancel, shard=shard)
 
     def _clip_tokenizer(self, backbone_id: str):
         tokenizers = self.backbones.tokenizers(backbone_id)

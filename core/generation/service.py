@@ -223,16 +223,19 @@ class GenerationService:
         return runs
 
     def generate_batch(self, lines: list[dict], index, *, attention: bool = False, on_start=None,
-                       on_step=None) -> dict:
+                       on_step=None, shard=None) -> dict:
         """Generate every image of the requests in `lines` (plain fields, see
         `request_from`) that has no run yet, so a stopped batch resumes where it stopped:
         each image is saved as soon as it is made, and a rerun makes only the missing
         seeds of each request (image i keeps seed `seed + i`, as in one uninterrupted run;
         images are made one pipeline call each for that). `on_start(i, n, request)` is
-        called before each image made.
+        called before each image made. With `shard` (core.distributed.Shard), only this
+        process's share of the batch's images is made (the shares of all processes cover
+        every image once, whatever each finds done).
 
         Returns {"requests", "images", "written", "skipped", "resumed", "runs"}: images
-        asked for, made now, already there; requests that were partly done before."""
+        asked for (in this share), made now, already there; requests that were partly done
+        before."""
         from core.generation.seeds import seeds_for
 
         requests = [self.request_from(line, index) for line in lines]  # every line checked before any work
@@ -245,7 +248,11 @@ class GenerationService:
         for request in requests:
             key = request_key(request)
             plan.append((request, key, seeds_for(request), made.get(key, set())))
-        todo = [(request, key, seed) for request, key, seeds, done in plan for seed in seeds if seed not in done]
+        images = [(request, key, seed) for request, key, seeds, _ in plan for seed in seeds]
+        if shard is not None:
+            images = shard.take(images)
+        mine = {(key, seed) for _, key, seed in images}
+        todo = [(request, key, seed) for request, key, seed in images if seed not in made.get(key, set())]
         written = []
         for i, (request, key, seed) in enumerate(todo, 1):
             if on_start is not None:
@@ -254,11 +261,10 @@ class GenerationService:
             runs = self.generate(single, index, on_step=on_step, extra_params={"request_key": key},
                                  attention=attention)
             written.extend(r.run_id for r in runs)
-        images = sum(len(seeds) for _, _, seeds, _ in plan)
-        return {"requests": len(plan), "images": images, "written": len(written),
-                "skipped": images - len(todo),
-                "resumed": sum(1 for _, _, seeds, done in plan if 0 < len(done & set(seeds)) < len(seeds)),
-                "runs": written}
+        partly = [(key, seeds, done) for _, key, seeds, done in plan
+                  if 0 < len(done & set(seeds)) < len(seeds) and any((key, s) in mine for s in seeds)]
+        return {"requests": len({key for _, key, _ in images}), "images": len(images), "written": len(written),
+                "skipped": len(images) - len(todo), "resumed": len(partly), "runs": written}
 
     # -- comparing ------------------------------------------------------------------------
     def compare_cells(self, base: GenerationRequest, backbone_ids: list[str], sweep: str = "none",

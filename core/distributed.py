@@ -102,8 +102,13 @@ def current_shard(num_shards: int | None = None, shard_index: int | None = None,
     if world > 1:
         from accelerate import PartialState
 
-        cpu = env.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true", "yes")  # as accelerate launch says
-        state = PartialState(cpu=cpu)  # joins the process group; on GPUs, each process its own device
+        import torch
+
+        cpu = env.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true", "yes") or not torch.cuda.is_available()
+        state = PartialState(cpu=cpu)  # joins the process group (gloo on CPUs); on GPUs, each process its own
+        if state.num_processes != world:
+            raise LabError(f"WORLD_SIZE says {world} processes but only {state.num_processes} joined the process "
+                           "group: start the batch with accelerate launch or torchrun.")
         world, rank = state.num_processes, state.process_index
     return Shard(task=task, tasks=tasks, rank=rank, world=world)
 

@@ -183,3 +183,19 @@ def test_two_processes_caption_every_tile_once_and_score_every_run_once(setup, r
     scored = json.loads(done.stdout)
     assert sorted(e["run"] for e in scored) == sorted(p.name for p in runs.iterdir() if (p / "run.json").is_file())
     assert all("psnr" in e for e in scored)
+
+
+@pytest.mark.slow
+def test_torchrun_splits_the_baselines_between_two_processes(setup, tmp_path):
+    runs = tmp_path / "runs"
+    from tests.net import free_port
+
+    command = [str(Path(sys.executable).with_name("torchrun")), "--nproc_per_node", "2",
+               "--master_port", str(free_port()),
+               "-m", "core", "--work", str(tmp_path / "work"), "baseline", "--data", str(setup["data"]),
+               "--runs", str(runs), "--json"]
+    done = subprocess.run(command, cwd=ROOT, env=env(), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout)
+    assert [p["written"] for p in result["processes"]] == [2, 1] and result["written"] == 3
+    assert len(list(runs.glob("*/run.json"))) == 3  # one baseline per scene, none twice

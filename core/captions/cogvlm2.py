@@ -235,7 +235,7 @@ def make_cogvlm2(*, int4: bool = False, **options):
 
 
 def _worker_class():
-    from core.captions.envs import env_python, require_env
+    from core.captions.envs import env_dir, env_python, require_env
     from core.captions.remote import WorkerCaptioner
 
     class CogVLM2WorkerCaptioner(WorkerCaptioner):
@@ -245,7 +245,7 @@ def _worker_class():
         def __init__(self, local: CogVLM2Captioner) -> None:
             super().__init__("cogvlm2", python=env_python(), source=local.source, int4=local.int4,
                              label=local.label + ", in its own environment", prompt_template=local.prompt,
-                             spec_dtype=local.spec_dtype,
+                             spec_dtype=local.spec_dtype, log_path=env_dir() / "worker.log",
                              extra_args=("--max-new-tokens", str(local.max_new_tokens)))
             self.id = local.id
 

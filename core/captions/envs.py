@@ -82,9 +82,10 @@ def create(folder: Path | None = None, *, int4: bool = False, log=print) -> Path
     log(f"creating {folder}")
     subprocess.run([sys.executable, "-m", "venv", str(folder)], check=True)
     python = env_python(folder)
-    packages = ["-r", str(REQUIREMENTS)] + (["bitsandbytes"] if int4 else [])
-    subprocess.run([str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", *packages],
-                   check=True)
+    pip = [str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
+    subprocess.run([*pip, "-r", str(REQUIREMENTS)], check=True)
+    if int4:  # --no-deps: its dependencies are torch (the app's, not visible to pip yet), numpy, packaging
+        subprocess.run([*pip, "--no-deps", "bitsandbytes==0.50.2"], check=True)
     own = Path(subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
                               check=True, capture_output=True, text=True).stdout.strip())
     if subprocess.run([str(python), "-c", "import xformers.ops"], capture_output=True).returncode != 0:

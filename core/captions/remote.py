@@ -64,7 +64,8 @@ class CaptionWorker:
         with the worker's own message when it cannot load."""
         self.close()
         self._events = queue.Queue()
-        log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL
+        log = open(self.log_path, "ab") if self.log_path and Path(self.log_path).parent.is_dir() else \
+            subprocess.DEVNULL
         try:
             self.process = subprocess.Popen(self.command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                             stderr=log, env=self.env, cwd=str(REPO_ROOT), text=True,

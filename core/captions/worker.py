@@ -91,7 +91,12 @@ def load(captioner, device: str, dtype_name: str):
     from core.models.dtypes import torch_dtype
 
     dtype = torch_dtype(dtype_name, device) if device.startswith("cuda") else torch.float32
-    return captioner.bind(captioner.loader(device, dtype).to(device))
+    bundle = captioner.loader(device, dtype)
+    # bitsandbytes models (CogVLM2 int4) are placed on the GPU by from_pretrained, and their
+    # `.to()` raises ValueError; every other model is moved as usual.
+    if not getattr(bundle.model, "is_quantized", False):
+        bundle = bundle.to(device)
+    return captioner.bind(bundle)
 
 
 def serve(captioner, channel: Channel) -> int:

@@ -45,6 +45,7 @@ bench: setup
 	$(BIN)/python bench/bench_generate.py
 	$(BIN)/python bench/bench_switch.py
 	$(BIN)/python bench/bench_startup.py
+	$(BIN)/python bench/bench_training.py
 
 gpu-check:
 	$(BIN)/python bench/gpu_check.py

@@ -1,6 +1,6 @@
 """GPU check: in one call, the figures only a GPU can give, on models of the real sizes.
 
-Run:  python bench/gpu_check.py              (a CUDA GPU; sized for about 6 minutes on one H200)
+Run:  python bench/gpu_check.py              (a CUDA GPU; at most 7 minutes of sections: --budget)
       python bench/gpu_check.py --dry-run    (any machine, CPU only: tiny models, end to end)
 
 No model hub is needed: every model is built from its architecture's config (written out
@@ -11,7 +11,8 @@ and memory of a forward pass do not depend on the values of the weights.
 
 Sections, in this order, each run in its own subprocess with its own timeout (a hung CUDA
 call cannot hang the check); a section that fails or times out is recorded and the next
-one runs. Every section gets at most what is left of the overall `--budget` (330 s):
+one runs. Every section gets at most what is left of the overall `--budget` (420 s, so the
+whole call stays under 8 minutes; the figures below are caps, not estimates):
 
   environment          versions, the GPU, which packages import (cap 60 s)
   architectures        (--dry-run only) the real configs built on the meta device: are they
@@ -19,8 +20,14 @@ one runs. Every section gets at most what is left of the overall `--budget` (330
   generate_sd21        SD 2.1 (v-prediction UNet, OpenCLIP-H text encoder, VAE) txt2img at
                        512 px, 20 steps, fp16: s/image and peak VRAM, app path
                        (core.generation.generate) vs the diffusers pipeline called directly,
-                       then the app path with enable_model_cpu_offload (cap 110 s)
+                       then both again with enable_model_cpu_offload (cap 125 s)
   attention_sd21       the same generation with and without the DAAM recorder (cap 60 s)
+  controlnet_training  ControlNet training on that SD 2.1-sized base through the app's own
+                       Trainer (the saved folder as --base-model), 512 px, batch 4, frozen
+                       parts in fp16, the ControlNet in fp32 under autocast: s/step and peak
+                       VRAM over 15 timed steps (after 3), without and with gradient
+                       checkpointing, and bench_training.py's minimal hand-written step on the
+                       same loaded models (the loop's overhead, app / minimal) (cap 120 s)
   generate_sdxl        SDXL base (20 steps, guidance 5) and SDXL Turbo (4 steps, guidance 0)
                        on one SDXL-sized model (UNet 2.6 B, CLIP-L + OpenCLIP-bigG), app vs
                        direct, and SDXL base with CPU offload (cap 150 s)
@@ -29,8 +36,8 @@ one runs. Every section gets at most what is left of the overall `--budget` (330
   switch               ModelManager switching between the SD 2.1- and SDXL-sized pipelines
                        on the GPU (host <-> device moves) vs loading them fresh (cap 90 s)
   generate_sd3         if time is left: SD3 medium (MMDiT 2 B, two CLIP encoders; T5 dropped
-                       with the app's drop_t5 option unless --sd3-t5), app vs direct (cap 100 s)
-  controlnet_training  placeholder: s/step of ControlNet training is not implemented yet
+                       with the app's drop_t5 option unless --sd3-t5), app vs direct, then
+                       both with enable_model_cpu_offload (cap 130 s)
 
 Timings: one warm-up call per path, then `--repeats` (3) interleaved timed calls, CUDA
 synchronised around each; peak VRAM is torch.cuda.max_memory_allocated() after a reset
@@ -242,6 +249,9 @@ class Settings:
     budget_s: float
     sd3_t5: bool
     work: str
+    train_steps: int = 15  # timed ControlNet training steps per run
+    train_warmup: int = 3  # untimed steps before them
+    train_batch: int = 4
 
 
 class Ctx:
@@ -388,10 +398,12 @@ def _rows_for(section: str, name: str, m: dict, note: str = "") -> list[dict]:
 
 
 def _generate(ctx: Ctx, section: str, kind: str, runs: list[dict], *, offload: str | None,
-              load_options: dict | None = None) -> dict:
+              offload_direct: bool = False, load_options: dict | None = None) -> dict:
     """Build/load architecture `kind` once, then for each of `runs` ({backbone, steps,
     guidance, scheduler?, options?, call?}) app vs direct; then `offload`'s app path with
-    enable_model_cpu_offload (what ModelManager(offload="model") applies)."""
+    enable_model_cpu_offload (what ModelManager(offload="model") applies), and with
+    `offload_direct` the diffusers pipeline called directly under the same offload too. On
+    a CPU (--dry-run) the offload code runs as plumbing only: nothing moves."""
     import numpy as np
 
     out: dict = {"size": ctx.s.size, "mode": "txt2img", "warmup": ctx.s.warmup, "repeats": ctx.s.repeats,
@@ -430,7 +442,7 @@ def _generate(ctx: Ctx, section: str, kind: str, runs: list[dict], *, offload: s
         ctx.save(out)
 
     if offload is not None:
-        if not ctx.cuda:
+        if not ctx.cuda and not ctx.s.dry_run:
             out["offload"] = {"backbone": offload, "status": "skipped",
                               "reason": "enable_model_cpu_offload needs a CUDA device"}
         else:
@@ -438,12 +450,16 @@ def _generate(ctx: Ctx, section: str, kind: str, runs: list[dict], *, offload: s
                 run = next(r for r in runs if r["backbone"] == offload)
                 be = get(offload)
                 request = _request(offload, ctx, steps=run["steps"], guidance=run["guidance"],
-                                   scheduler=run.get("scheduler"))
+                                   scheduler=run.get("scheduler"), options=run.get("options") or {})
                 t0 = time.perf_counter()
                 pipe.enable_model_cpu_offload(device=ctx.s.device)
                 ctx.free_memory()
                 enable_s = time.perf_counter() - t0
-                m = ctx.measure({"app, model CPU offload": _paths(ctx, be, pipe, request)["app"]})
+                both = _paths(ctx, be, pipe, request, run.get("call"))
+                paths = {"app, model CPU offload": both["app"]}
+                if offload_direct:
+                    paths["direct, model CPU offload"] = both["direct"]
+                m = ctx.measure(paths)
                 base = out["backbones"].get(offload, {}).get("timings", {}).get("app", {})
                 v = m["app, model CPU offload"]
                 out["offload"] = {"backbone": offload, "status": "ok", "how": "pipe.enable_model_cpu_offload(device)",
@@ -453,7 +469,14 @@ def _generate(ctx: Ctx, section: str, kind: str, runs: list[dict], *, offload: s
                                   if base else None,
                                   "peak_vram_saved_gib": round(base["peak_vram_gib"] - v["peak_vram_gib"], 3)
                                   if base and base.get("peak_vram_gib") is not None else None}
+                if not ctx.cuda:
+                    out["offload"]["note"] = "on the CPU (--dry-run): plumbing only, nothing is offloaded"
                 out["rows"] += _rows_for(section, offload, m)
+                if offload_direct:
+                    ratio = v["median_s"] / m["direct, model CPU offload"]["median_s"]
+                    out["offload"]["ratio_app_over_direct"] = round(ratio, 4)
+                    out["rows"].append({"section": section, "what": f"{offload}, offload: app / direct",
+                                        "s": round(ratio, 3), "peak_vram_gib": None, "note": "ratio"})
             except Exception as err:
                 out["offload"] = {"backbone": offload, "status": "error", "error": _error(err),
                                   "traceback": traceback.format_exc(limit=6)}
@@ -518,7 +541,8 @@ def section_architectures(ctx: Ctx) -> dict:
 
 def section_generate_sd21(ctx: Ctx) -> dict:
     return _generate(ctx, "generate_sd21", "sd21",
-                     [{"backbone": "sd21", "steps": ctx.s.steps, "guidance": 7.5}], offload="sd21")
+                     [{"backbone": "sd21", "steps": ctx.s.steps, "guidance": 7.5}], offload="sd21",
+                     offload_direct=True)
 
 
 def section_generate_sdxl(ctx: Ctx) -> dict:
@@ -535,7 +559,7 @@ def section_generate_sd3(ctx: Ctx) -> dict:
     return _generate(ctx, "generate_sd3", "sd3",
                      [{"backbone": "sd3", "steps": ctx.s.steps, "guidance": 7.0, "options": {"drop_t5": drop},
                        "call": {"max_sequence_length": T5_MAX_SEQUENCE_LENGTH}}],
-                     offload=None, load_options={"drop_t5": True} if drop else {})
+                     offload="sd3", offload_direct=True, load_options={"drop_t5": True} if drop else {})
 
 
 def section_attention_sd21(ctx: Ctx) -> dict:
@@ -632,6 +656,108 @@ def section_switch(ctx: Ctx) -> dict:
     return out
 
 
+def section_controlnet_training(ctx: Ctx) -> dict:
+    """ControlNet training on the SD 2.1-sized base through the app's own Trainer (the base
+    saved by generate_sd21, passed as --base-model): s/step and peak VRAM without and with
+    gradient checkpointing, and a minimal hand-written step on the same loaded models (the
+    loop's overhead on a GPU). Timed as bench/bench_training.py does (see there): the steps
+    after `train_warmup`, from the trainer's step events; the run is ended after the last
+    timed step, so no checkpoint is written."""
+    import math
+
+    from bench_training import time_trainer, train_options, training_lab, training_scenes
+
+    s = ctx.s
+    size, batch, warmup, steps = s.size, s.train_batch, s.train_warmup, s.train_steps
+    folder, info = ctx.model_folder("sd21")
+    # enough pairs that the timed steps all fall in the first epoch (the loader's worker
+    # processes start once, as on the xBD release's 2,799 pairs): 6 demo scenes, copied
+    copies = math.ceil((warmup + steps) * batch / 6)
+    data = ctx.work / f"training-data-{size}px-x{copies}"
+    if not data.is_dir():
+        partial = data.with_name(data.name + ".partial")
+        shutil.rmtree(partial, ignore_errors=True)
+        training_scenes(partial, size, copies=copies)
+        partial.rename(data)
+    lab = training_lab(ctx.work / "training-lab")
+    precision = "fp16" if ctx.cuda else "no"
+    out: dict = {"model": info, "base_model": "the saved sd21 folder, through core.training.models.load_base",
+                 "size": size, "batch_size": batch, "warmup_steps": warmup, "timed_steps": steps,
+                 "pairs": 6 * copies, "num_workers": 2, "optimizer": "AdamW, lr 5e-5, max grad norm 1",
+                 "precision": ("frozen UNet, VAE, text encoder in fp16; ControlNet in fp32 under accelerate's "
+                               "fp16 autocast with a GradScaler") if ctx.cuda else "fp32 (CPU: --dry-run)",
+                 "runs": {}, "rows": []}
+    ctx.save(out)
+    for name, checkpointing in (("app", False), ("app, gradient checkpointing", True)):
+        trainer = None
+        try:
+            opts = train_options(data, ctx.work / f"training-run-{len(out['runs'])}", folder, resolution=size,
+                                 batch_size=batch, warmup=warmup, steps=steps, num_workers=2,
+                                 mixed_precision=precision, gradient_checkpointing=checkpointing)
+            ctx.free_memory()
+            m = time_trainer(opts, lab, warmup=warmup, steps=steps, device=s.device)
+            trainer = m.pop("trainer")
+            peak = None if m["peak_bytes"] is None else round(m["peak_bytes"] / GIB, 3)
+            out["runs"][name] = {
+                "gradient_checkpointing": checkpointing, "s_per_step": round(m["s_per_step"], 4),
+                "median_step_s": round(statistics.median(m["step_s"]), 4),
+                "step_s": [round(x, 4) for x in m["step_s"]], "peak_vram_gib": peak,
+                "startup_s": round(m["startup_s"], 2), "device": str(trainer.acc.device),
+                "finite_losses": all(math.isfinite(x) for x in m["losses"])}
+            note = f"batch {batch}, {size} px, mean of {steps} steps"
+            if checkpointing and "app" in out["runs"] and "s_per_step" in out["runs"]["app"]:
+                plain = out["runs"]["app"]
+                note += f"; {m['s_per_step'] / plain['s_per_step']:.2f}x the time"
+                if peak is not None and plain["peak_vram_gib"] is not None:
+                    note += f", {plain['peak_vram_gib'] - peak:.2f} GiB less"
+            out["rows"].append({"section": "controlnet_training", "what": f"sd21 ControlNet, {name}",
+                                "s": round(m["s_per_step"], 4), "peak_vram_gib": peak, "note": note})
+            ctx.save(out)
+        except Exception as err:
+            out["runs"][name] = {"error": _error(err), "traceback": traceback.format_exc(limit=8)}
+        try:
+            if trainer is not None and not checkpointing:
+                mm = out["runs"]["minimal"] = _minimal_training(ctx, trainer, batch, warmup, steps)
+                ratio = out["runs"][name]["s_per_step"] / mm["s_per_step"]
+                mm["ratio_app_over_minimal"] = round(ratio, 4)
+                out["rows"] += [
+                    {"section": "controlnet_training", "what": "sd21 ControlNet, minimal step (same models)",
+                     "s": mm["s_per_step"], "peak_vram_gib": mm["peak_vram_gib"],
+                     "note": "hand-written step (bench_training.MinimalStep)"},
+                    {"section": "controlnet_training", "what": "sd21 ControlNet, app / minimal", "s": round(ratio, 3),
+                     "peak_vram_gib": None, "note": "ratio (target <= 1.05)"}]
+        except Exception as err:
+            out["runs"]["minimal"] = {"error": _error(err), "traceback": traceback.format_exc(limit=8)}
+        finally:
+            del trainer
+            ctx.free_memory()
+        ctx.save(out)
+    return out
+
+
+def _minimal_training(ctx: Ctx, trainer, batch_size: int, warmup: int, steps: int) -> dict:
+    """MinimalStep on the trainer's own frozen models and (unwrapped) ControlNet, with a new
+    AdamW; the trainer's optimizer is released first. Peak VRAM reset before the timed steps."""
+    from bench_training import MinimalStep
+    from core.training.data import collate
+
+    acc, base = trainer.acc, trainer.base
+    controlnet = acc.unwrap_model(trainer.controlnet, keep_fp32_wrapper=False)
+    acc.free_memory()  # the prepared optimizer, scheduler and loader
+    trainer.optimizer = trainer.lr_scheduler = trainer.controlnet = None
+    ctx.free_memory()
+    parts = {"tokenizer": base.tokenizer, "text_encoder": base.text_encoder, "vae": base.vae, "unet": base.unet,
+             "noise_scheduler": base.noise_scheduler}
+    minimal = MinimalStep(parts, device=acc.device, weight_dtype=trainer.weight_dtype, controlnet=controlnet)
+    batch = collate([trainer.dataset[i] for i in range(batch_size)])
+    for _ in range(warmup):
+        minimal(batch)
+    ctx.reset_peak()
+    m = minimal.time(batch, warmup=0, steps=steps)
+    return {"s_per_step": round(m["s_per_step"], 4), "peak_vram_gib": ctx.peak_gib(),
+            "finite_losses": all(x == x for x in m["losses"])}
+
+
 CHILD_SECTIONS = {
     "environment": section_environment,
     "architectures": section_architectures,
@@ -640,12 +766,19 @@ CHILD_SECTIONS = {
     "generate_sdxl": section_generate_sdxl,
     "switch": section_switch,
     "generate_sd3": section_generate_sd3,
+    "controlnet_training": section_controlnet_training,
 }
 
 
 def child_main(name: str, work: Path, out: Path) -> int:
     settings = Settings(**json.loads((work / "settings.json").read_text()))
     ctx = Ctx(settings, out)
+    if settings.dry_run:
+        import torch
+
+        # toy models on a CPU that may be small and shared: more intra-op threads than free
+        # cores make every op wait on the others (40x slower seen on a loaded 2-core machine)
+        torch.set_num_threads(1)
     import transformers
 
     transformers.logging.set_verbosity_error()
@@ -667,7 +800,7 @@ class Section:
     name: str
     cap_s: float  # its timeout, unless less of the budget is left
     min_s: float  # not started with less of the budget left
-    kind: str = "child"  # "child", "scoring" or "placeholder"
+    kind: str = "child"  # "child" or "scoring"
     needs: tuple[str, ...] = ("torch", "diffusers", "transformers")
     dry_only: bool = False
     optional: bool = False  # "if time allows": the last ones, skipped first
@@ -676,13 +809,13 @@ class Section:
 SECTIONS = (
     Section("environment", 60, 10, needs=()),
     Section("architectures", 90, 20, dry_only=True),
-    Section("generate_sd21", 110, 40),
+    Section("generate_sd21", 125, 40),
     Section("attention_sd21", 60, 25),
+    Section("controlnet_training", 120, 60, needs=("torch", "diffusers", "transformers", "accelerate")),
     Section("generate_sdxl", 150, 60),
     Section("scoring", 90, 20, kind="scoring", needs=("torch", "lpips")),
     Section("switch", 90, 30),
-    Section("generate_sd3", 100, 45, optional=True),
-    Section("controlnet_training", 0, 0, kind="placeholder", needs=()),
+    Section("generate_sd3", 130, 50, optional=True),
 )
 
 
@@ -774,7 +907,8 @@ def parent_main(args) -> int:
         dry_run=dry, device="cpu" if dry else args.device,
         size=args.size or (64 if dry else 512), steps=args.steps or (2 if dry else 20),
         turbo_steps=2 if dry else 4, repeats=args.repeats or (1 if dry else 3), warmup=1,
-        budget_s=args.budget or (900 if dry else 330), sd3_t5=args.sd3_t5, work="",
+        budget_s=args.budget or (900 if dry else 420), sd3_t5=args.sd3_t5, work="",
+        train_steps=args.train_steps or (2 if dry else 15), train_warmup=1 if dry else 3, train_batch=4,
     )
     out_path = args.out or (Path(tempfile.gettempdir()) / "gpu_check.dry-run.json" if dry else RESULTS / "gpu_check.json")
     work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="gpu-check-"))
@@ -805,12 +939,6 @@ def parent_main(args) -> int:
                                                 "reason": "--dry-run only (the generate sections count the "
                                                           "parameters of the models they build)"}
                 continue
-            if sec.kind == "placeholder":
-                result["sections"][sec.name] = {
-                    "status": "not implemented",
-                    "reason": "ControlNet training s/step: the app has no ControlNet training loop yet; "
-                              "to be measured here once it has one"}
-                continue
             lacking = [n for n in sec.needs if n in missing]
             if lacking:
                 result["sections"][sec.name] = {"status": "skipped",
@@ -826,7 +954,7 @@ def parent_main(args) -> int:
                                                 "reason": f"out of the time budget ({left:.0f} s left, needs "
                                                           f"{sec.min_s:.0f} s{', optional' if sec.optional else ''})"}
                 continue
-            timeout = min(sec.cap_s * args.timeout_scale, left)
+            timeout = min(sec.cap_s * (args.timeout_scale or (2.0 if dry else 1.0)), left)
             print(f"-- {sec.name} (timeout {timeout:.0f} s) ...", flush=True)
             if sec.kind == "scoring":
                 entry = _scoring_section(settings, work, timeout)
@@ -887,6 +1015,9 @@ def _sub_errors(res: dict) -> list[str]:
     for kind, v in (res.get("models") or {}).items() if isinstance(res.get("models"), dict) else ():
         if isinstance(v, dict) and "error" in v:
             errs.append(f"{kind}: {v['error']}")
+    for name, v in (res.get("runs") or {}).items() if isinstance(res.get("runs"), dict) else ():
+        if isinstance(v, dict) and "error" in v:
+            errs.append(f"{name}: {v['error']}")
     return errs
 
 
@@ -910,11 +1041,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--size", type=int, default=None, help="px (512; 64 with --dry-run)")
     ap.add_argument("--steps", type=int, default=None, help="denoising steps (20; 2 with --dry-run)")
     ap.add_argument("--repeats", type=int, default=None, help="timed calls per path (3; 1 with --dry-run)")
-    ap.add_argument("--budget", type=float, default=None, help="seconds for all sections (330; 900 with --dry-run)")
+    ap.add_argument("--budget", type=float, default=None, help="seconds for all sections (420; 900 with --dry-run)")
+    ap.add_argument("--train-steps", type=int, default=None,
+                    help="timed ControlNet training steps per run (15; 2 with --dry-run), after 3 (1) untimed")
     ap.add_argument("--sections", default=None, help="comma-separated subset of: "
                     + ", ".join(s.name for s in SECTIONS))
-    ap.add_argument("--timeout-scale", type=float, default=1.0,
-                    help="multiply every section's timeout (e.g. for the real architectures on a CPU)")
+    ap.add_argument("--timeout-scale", type=float, default=None,
+                    help="multiply every section's timeout (1; 2 with --dry-run, as a shared CPU may be slow; "
+                         "more for the real architectures on a CPU)")
     ap.add_argument("--sd3-t5", action="store_true", help="build and run SD3 with its T5-XXL encoder (+9.5 GB)")
     ap.add_argument("--out", type=Path, default=None, help="the JSON result (bench/results/gpu_check.json)")
     ap.add_argument("--work", default=None, help="folder for the saved models (kept; reused when run again)")

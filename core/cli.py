@@ -175,6 +175,10 @@ def cmd_train(args) -> dict:
         return lab.training.export_upstream(options, options.out)
     import signal
 
+    from core.training.loop import STOP_FILE
+
+    if not getattr(args, "options", None):  # started by hand: a STOP left by an earlier run is stale
+        (Path(options.out) / STOP_FILE).unlink(missing_ok=True)  # (the app clears it when it starts one)
     asked = []
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: asked.append(True))  # checkpoint, then stop

@@ -14,11 +14,14 @@ from ui.captions import SHORTCUTS_JS, build_captions
 from ui.common import INTERNAL, user_errors
 from ui.evaluate import build_evaluate
 from ui.generate import build_generate
+from ui.train import build_train
 
 TITLE = "xBD Diffusion Lab"
 CSS = """
 #browse-gallery .thumbnail-item { aspect-ratio: 1 / 1; }
 footer { display: none !important; }
+/* Validation captions name whole scene ids: wrapped, never cut off. */
+#train-gallery .caption-label { white-space: normal; overflow-wrap: anywhere; max-width: 100%; }
 /* Many runs: the run checkboxes scroll inside a box instead of pushing the page down. */
 #eval-runs > div:last-child, #eval-runs .wrap { max-height: 12.5em; overflow-y: auto; }
 /* Toasts at the bottom right, where they never cover a dropdown's open list (top right). */
@@ -35,6 +38,7 @@ def build_ui(lab) -> gr.Blocks:
             browse = build_browse(lab, demo)
             build_captions(lab, demo, browse.opened)
             gen_scene, gen_to_evaluate, gen_to_attention, gen_newest = build_generate(lab, demo, browse.opened)
+            build_train(lab, demo, browse.opened)
             att_run, att_runs_with = build_attention(lab, demo, browse.opened, gen_scene)
             evaluate = build_evaluate(lab, demo, browse.opened)
         eval_scene = evaluate.scene

@@ -53,7 +53,7 @@ def build_generate(lab, demo: gr.Blocks, folder: gr.State):
     specs = lab.backbones.specs()
     controls = declared_controls(specs)
     first = specs[0].id if specs else None  # until default_backbone picks one on disk
-    with gr.Tab("Generate", id="generate"):
+    with gr.Tab("Generate", id="generate") as tab:
         with gr.Row():
             scene = gr.Dropdown([], label="Scene", allow_custom_value=True, scale=2, elem_id="gen-scene")
             backbone = gr.Dropdown([(s.label, s.id) for s in specs], value=first, label="Backbone",
@@ -165,6 +165,9 @@ def build_generate(lab, demo: gr.Blocks, folder: gr.State):
     demo.load(lambda: default_backbone(lab), None, [backbone, none_ready], **INTERNAL).then(
         lambda backbone_id: backbone_view(lab, backbone_id, controls), backbone, shown, **INTERNAL)
     backbone.change(lambda backbone_id: backbone_view(lab, backbone_id, controls), backbone, shown, **INTERNAL)
+    # A training run that finished since the page loaded is a backbone now (trained-<name>).
+    tab.select(lambda backbone_id, chosen: backbone_choices(lab, backbone_id, chosen), [backbone, compare_with],
+               [backbone, compare_with], api_name="backbone_choices")
     download.click(user_errors(lambda backbone_id, progress=gr.Progress(): download_backbone(lab, backbone_id,
                                                                                              progress)),
                    backbone, ready, api_name="download_backbone")
@@ -326,6 +329,19 @@ def attention_button(recorded: bool, *, first: bool = False):
     why = "generate first" if first else "none recorded: tick Record with 1 image"
     label = f"See its attention maps → ({why})"
     return gr.Button(label, interactive=False) if first else gr.update(value=label, interactive=False)
+
+
+def backbone_choices(lab, backbone_id, chosen) -> tuple:
+    """Updates of (the backbone dropdown, the comparison's backbone checkboxes) listing the
+    backbones as they are now (a training run finished since: its `trained-<name>`). A value
+    is sent only when the chosen one is no longer offered, so a pick made meanwhile stays."""
+    specs = lab.backbones.specs()
+    ids = [s.id for s in specs]
+    choices = [(s.label, s.id) for s in specs]
+    dropdown = {} if backbone_id in ids else {"value": ids[0] if ids else None}
+    kept = [c for c in chosen or [] if c in ids]
+    boxes = {} if kept == list(chosen or []) else {"value": kept}
+    return gr.update(choices=choices, **dropdown), gr.update(choices=choices, **boxes)
 
 
 def default_backbone(lab) -> tuple:

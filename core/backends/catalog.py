@@ -13,6 +13,7 @@ import threading
 from dataclasses import replace
 from pathlib import Path
 
+_IMPORT_LOCK = threading.Lock()
 TRAINED_PREFIX = "trained-"
 """Backbone ids of the ControlNets trained from the app: `trained-<run folder name>`."""
 TRAINED_ON = {"sd21": ("controlnet", "SD 2.1"), "diffusionsat": ("diffusionsat-controlnet", "DiffusionSat")}
@@ -119,7 +120,8 @@ class Backbones:
             state = None
         if state is None or not state.ready:
             return self._standard_clip(spec, {}) or None  # not cached: the files may arrive
-        from transformers import AutoTokenizer
+        with _IMPORT_LOCK:  # transformers' lazy module fails when threads import from it at once
+            from transformers import AutoTokenizer
 
         root = Path(state.where)
         found = {name: AutoTokenizer.from_pretrained(root / TOKENIZER_ATTRIBUTES[name])

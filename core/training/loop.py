@@ -463,8 +463,7 @@ class Trainer:
             record["history"] = (old.get("history", []) if old else []) + [{"started": record["started"],
                                                                              "from_step": pos.step}]
             atomic_write_text(self.out / "training.json", dumps(record))
-            (self.out / STOP_FILE).unlink(missing_ok=True)
-        return record
+        return record  # a STOP file is left alone here: a stop asked while loading still counts
 
     def _failed(self, why: str) -> None:
         acc = getattr(self, "acc", None)

@@ -85,7 +85,10 @@ class TrainingService:
     def start(self, options: TrainOptions) -> Path:
         """Start training in a background process; returns its output folder. The GPU is
         freed first (the model manager drops every model)."""
+        from core.training.models import base_source
+
         options.check()
+        base_source(self.backbones, options)  # a base not on disk is said here, not in a background log
         out = Path(options.out)
         with self._lock:
             if self.is_running(out):

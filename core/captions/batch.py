@@ -165,6 +165,8 @@ def caption_scenes(index, scenes: Iterable[Any], captioner: Captioner, *, store,
     if todo and not is_cancelled(cancel):
         # The session sees every exception, so the manager turns a GPU out-of-memory into
         # OutOfMemory (with what to change) and frees the model.
+        if hasattr(captioner, "cancel"):  # a worker's captioner: a cancel also stops the tile in progress
+            captioner.cancel = lambda: is_cancelled(cancel)
         with _Session(captioner, manager) if captioner.needs_model else nullcontext():
             for n, item in enumerate(todo, 1):
                 if is_cancelled(cancel):
@@ -174,6 +176,9 @@ def caption_scenes(index, scenes: Iterable[Any], captioner: Captioner, *, store,
                     image = index.load_image(item.scene, item.phase)
                     text = captioner.caption(image, item.context)
                 except Exception as exc:  # one bad image must not end a week-long run
+                    if is_cancelled(cancel):  # the tile in progress was stopped: not its fault
+                        report.cancelled = True
+                        break
                     if isinstance(exc, OutOfMemory) or is_out_of_memory(exc):
                         raise  # not this image's fault: stop, free the model, say what to change
                     report.failed.append((item.image, f"{type(exc).__name__}: {exc}"))

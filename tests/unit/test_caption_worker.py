@@ -128,3 +128,22 @@ def test_the_cli_says_how_to_make_the_cogvlm2_environment(tmp_path, monkeypatch,
     assert main(["--work", str(tmp_path / "w"), "caption", "--data", str(DEMO_SCENES), "--captioner", "cogvlm2"]) == 2
     err = capsys.readouterr().err
     assert "make cogvlm2" in err and "Traceback" not in err
+
+
+def test_cancelling_a_batch_stops_the_tile_in_progress_in_the_worker(tmp_path):
+    import threading
+
+    from core.captions.batch import caption_scenes
+    from core.captions.store import CaptionStore
+    from core.data.index import index_dataset
+
+    data = T.make_official(tmp_path / "data", {"train": [("socal-fire", "00000003"), ("socal-fire", "00000004")]})
+    index = index_dataset(data)
+    store = CaptionStore(tmp_path / "captions.sqlite")
+    captioner = ticking()
+    stop = threading.Event()
+    captioner.on_progress = lambda tokens: stop.set()  # cancel as soon as the first tile is under way
+    report = caption_scenes(index, index.scenes, captioner, store=store, cancel=stop)
+    assert report.cancelled and not report.captioned and not report.failed
+    assert captioner.worker.alive  # the worker stopped the request, not itself
+    captioner.worker.close()

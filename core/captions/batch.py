@@ -165,8 +165,8 @@ def caption_scenes(index, scenes: Iterable[Any], captioner: Captioner, *, store,
     if todo and not is_cancelled(cancel):
         # The session sees every exception, so the manager turns a GPU out-of-memory into
         # OutOfMemory (with what to change) and frees the model.
-        if hasattr(captioner, "cancel"):  # a worker's captioner: a cancel also stops the tile in progress
-            captioner.cancel = lambda: is_cancelled(cancel)
+        if hasattr(captioner, "should_cancel"):  # a worker's captioner: a cancel also stops the tile in progress
+            captioner.should_cancel = lambda: is_cancelled(cancel)
         with _Session(captioner, manager) if captioner.needs_model else nullcontext():
             for n, item in enumerate(todo, 1):
                 if is_cancelled(cancel):

@@ -212,7 +212,7 @@ class WorkerCaptioner(Captioner):
         self.captioner_class, self.spec_dtype = captioner_class, spec_dtype
         self.env, self.log_path, self.extra_args = env, log_path, tuple(extra_args)
         self._prompt = prompt_template
-        self.cancel: Callable[[], bool] | None = None
+        self.should_cancel: Callable[[], bool] | None = None  # asked while a tile is in progress
         self.on_progress: Callable[[int], None] | None = None
         self.worker: CaptionWorker | None = None  # the newest process handle `loader` made
 
@@ -249,7 +249,7 @@ class WorkerCaptioner(Captioner):
             _save_png(image, path)
             for attempt in range(RESTARTS + 1):
                 try:
-                    return worker.caption(path, context, on_progress=self.on_progress, cancel=self.cancel)["text"]
+                    return worker.caption(path, context, on_progress=self.on_progress, cancel=self.should_cancel)["text"]
                 except WorkerDied:
                     if attempt == RESTARTS:
                         raise

@@ -758,6 +758,59 @@ def _minimal_training(ctx: Ctx, trainer, batch_size: int, warmup: int, steps: in
             "finite_losses": all(x == x for x in m["losses"])}
 
 
+def section_caption_worker(ctx: Ctx) -> dict:
+    """The captioning worker's cost (core/captions/worker.py): process start → "ready", and
+    the per-request overhead (round trip minus the worker's own time), hosting the small
+    test captioner in this environment on this device; then, when the CogVLM2 environment
+    (`make cogvlm2`) is on this machine, the same with the tiny CogVLM2-shaped remote-code
+    model of tests/tiny/cogvlm2_remote.py on transformers 4.41 (the real 19B weights are out
+    of reach here)."""
+    import time
+
+    from core.captions import envs
+    from core.captions.captioners import CaptionContext
+    from core.captions.remote import WorkerCaptioner
+    from tests import xbd_trees
+
+    out: dict = {}
+    context = CaptionContext("demo_00000001", "post", "demo", "flooding")
+    with tempfile.TemporaryDirectory(prefix="gpu-check-worker-") as tmp:
+        tile = xbd_trees.write_png(Path(tmp) / "tile.png", 512, seed=1)
+        hosts = {"ticking test captioner": WorkerCaptioner(
+            "test-ticking", python=sys.executable, spec_dtype="fp32",
+            captioner_class="tests.tiny.worker_captioners:TickingCaptioner")}
+        if (envs.env_dir() / "xbdlab-env.txt").is_file():
+            from tests.tiny.cogvlm2_remote import build_tiny_cogvlm2
+
+            folder = build_tiny_cogvlm2(Path(tmp) / "cogvlm2")
+            hosts["tiny CogVLM2 (transformers 4.41)"] = WorkerCaptioner(
+                "cogvlm2", python=str(envs.env_python()), source=str(folder), spec_dtype="bf16")
+        else:
+            out["tiny CogVLM2 (transformers 4.41)"] = {"skipped": f"no CogVLM2 environment at {envs.env_dir()}"}
+        for name, captioner in hosts.items():
+            start = time.perf_counter()
+            worker = captioner.loader(ctx.s.device, None).model
+            ready_s = time.perf_counter() - start
+            rounds = []
+            try:
+                worker.caption(tile, context)  # the first request pays one-off imports
+                for _ in range(5):
+                    t0 = time.perf_counter()
+                    answer = worker.caption(tile, context)
+                    rounds.append((time.perf_counter() - t0) - answer["seconds"])
+            finally:
+                worker.close()
+            out[name] = {"start_to_ready_s": round(ready_s, 3), "load_s": worker.ready["load_seconds"],
+                         "overhead_ms_median": round(1000 * statistics.median(rounds), 2),
+                         "overhead_ms_max": round(1000 * max(rounds), 2), "versions": worker.ready["versions"]}
+    out["rows"] = [row for name, m in out.items() if "start_to_ready_s" in m for row in (
+        {"section": "caption_worker", "what": f"{name}: start → ready", "s": m["start_to_ready_s"],
+         "peak_vram_gib": None, "note": f"load {m['load_s']} s"},
+        {"section": "caption_worker", "what": f"{name}: per-request overhead", "s": m["overhead_ms_median"] / 1000,
+         "peak_vram_gib": None, "note": f"max {m['overhead_ms_max']} ms"})]
+    return out
+
+
 CHILD_SECTIONS = {
     "environment": section_environment,
     "architectures": section_architectures,
@@ -767,6 +820,7 @@ CHILD_SECTIONS = {
     "switch": section_switch,
     "generate_sd3": section_generate_sd3,
     "controlnet_training": section_controlnet_training,
+    "caption_worker": section_caption_worker,
 }
 
 
@@ -816,6 +870,7 @@ SECTIONS = (
     Section("scoring", 90, 20, kind="scoring", needs=("torch", "lpips")),
     Section("switch", 90, 30),
     Section("generate_sd3", 130, 50, optional=True),
+    Section("caption_worker", 60, 20, needs=("torch",), optional=True),
 )
 
 

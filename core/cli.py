@@ -15,6 +15,8 @@ from core.types import MetricSettings
 
 
 def _shard_arguments(p) -> None:
+    p.add_argument("--progress-dir", type=Path, help="write each process's progress there as JSON "
+                   "(what the app reads for a batch it started in the background)")
     p.add_argument("--num-shards", type=int, help="split the batch into N shards (array jobs; default: "
                    "SLURM_ARRAY_TASK_COUNT); under accelerate launch / torchrun each process takes its part too")
     p.add_argument("--shard-index", type=int, help="which shard this job does, 0..N-1 (default: SLURM_ARRAY_TASK_ID)")
@@ -234,6 +236,14 @@ def _shard(args):
     return current_shard(getattr(args, "num_shards", None), getattr(args, "shard_index", None))
 
 
+def _progress(args, shard, done: int, total: int, what: str) -> None:
+    """One progress line on stderr, and the process's progress file for a background job."""
+    from core.jobs import write_progress
+
+    shard.log(f"[{done}/{total}] {what}")
+    write_progress(getattr(args, "progress_dir", None), shard, done, total, what)
+
+
 def _summary(shard, result: dict) -> dict | None:
     """The result to print: this process's, or on the main process of a process group the
     totals with one entry per process (None on the other processes)."""
@@ -342,7 +352,8 @@ def cmd_generate(args) -> dict:
         lines = [{k: v for k, v in fields.items() if v is not None}]
     shard = _shard(args)
     result = lab.generation.generate_batch(lines, index, attention=args.attention, shard=shard,
-                                           on_start=lambda i, n, r: shard.log(f"[{i}/{n}] {r.backbone} on {r.scene_id}"),
+                                           on_start=lambda i, n, r: _progress(args, shard, i - 1, n,
+                                                                               f"{r.backbone} on {r.scene_id}"),
                                            on_step=None if shard.parallel else _print_step)
     if args.attention:
         _print_shares(lab, result["runs"])
@@ -397,7 +408,7 @@ def cmd_caption(args) -> dict:
     shard = _shard(args)
     report = lab.captions.caption_scenes(index, scenes, args.captioner, phases=phases, summarise_for=args.summarise,
                                          shard=shard,
-                                         progress=lambda done, total, name: shard.log(f"[{done}/{total}] {name}"))
+                                         progress=lambda done, total, name: _progress(args, shard, done, total, name))
     result = _summary(shard, {"captioned": len(report.captioned), "skipped": len(report.skipped),
                               "failed": [list(f) if isinstance(f, tuple) else f for f in report.failed]})
     return None if result is None else {"summary": report.summary() if not shard.parallel else

@@ -9,6 +9,7 @@
     lab.generation  GenerationService: requests, generation, batches, comparison grids
     lab.evaluation  EvaluationService: baselines, scores, the leaderboard
     lab.training    TrainingService: ControlNet training, here or in a background process
+    lab.jobs        BatchJobs: caption and generation batches started in the background
 
 Building a Lab opens no file and imports no torch: stores open and models load on first use.
 """
@@ -23,6 +24,7 @@ from core.config import Settings
 from core.data.datasets import Datasets
 from core.evaluation.service import EvaluationService
 from core.generation.service import GenerationService
+from core.jobs import BatchJobs
 from core.models.manager import ModelManager
 from core.runs.store import RunStore
 from core.training.service import TrainingService
@@ -47,3 +49,4 @@ class Lab:
         self.training = TrainingService(datasets=self.datasets, backbones=self.backbones, captions=self.captions,
                                         evaluation=self.evaluation, models=self.models,
                                         trained_dir=s.trained_dir, work_dir=s.work_dir)
+        self.jobs = BatchJobs(Path(s.work_dir), models_dir=s.models_dir)

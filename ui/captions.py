@@ -81,6 +81,15 @@ def build_captions(lab, demo: gr.Blocks, folder: gr.State) -> None:
                 stop_btn = gr.Button("Stop", variant="stop")
             batch_note = gr.Markdown(elem_id="cap-batch")
             cancel_state = gr.State(None)
+            with gr.Row():
+                bg_btn = gr.Button(f"Caption them in the background ({background_processes_text()})",
+                                   elem_id="cap-bg-run")
+                bg_stop = gr.Button("Stop the background batch", elem_id="cap-bg-stop")
+            bg_note = gr.Markdown("A background batch goes on while you browse and edit; it captions the tiles of "
+                                  "the disaster, damage and phase filters (whatever their status) and resumes where "
+                                  "an earlier one stopped.", elem_id="cap-bg-note")
+            bg_job = gr.State(None)
+            bg_timer = gr.Timer(2.0, active=False)
         with gr.Accordion("History", open=False):
             history = gr.Dataframe(headers=HISTORY_HEADERS, interactive=False, wrap=True, elem_id="cap-history",
                                    column_widths=["6%", "18%", "10%", "9%", "9%", "48%"])
@@ -125,6 +134,10 @@ def build_captions(lab, demo: gr.Blocks, folder: gr.State) -> None:
                       [cancel_state, batch_note], api_name="caption_these", **GPU).then(
         partial(show, lab), [folder, image], shown, **INTERNAL)
     stop_btn.click(stop_captioning, cancel_state, None, queue=False, api_name="stop_captioning", **INTERNAL)
+    bg_btn.click(partial(start_background, lab), [folder, captioner, summarise_for, disaster_f, damage_f, phase_f],
+                 [bg_job, bg_note, bg_timer], api_name="caption_in_background")
+    bg_timer.tick(partial(background_view, lab), bg_job, [bg_note, bg_timer], **INTERNAL)
+    bg_stop.click(partial(stop_background, lab), bg_job, [bg_note, bg_timer], api_name="stop_background_captions")
     gr.on([demo.load, folder.change], partial(fill_filters, lab), folder, disaster_f, **INTERNAL)
     gr.on([demo.load, folder.change, status_f.input, disaster_f.input, damage_f.input, phase_f.input],
           partial(apply_filters, lab), filters, [images, image], api_name="caption_filter")
@@ -327,6 +340,65 @@ def caption_these(lab, path, names, captioner_id, backbone_id, progress=gr.Progr
         yield gr.skip(), "Not captioned: see the message."
         raise
     yield gr.skip(), report.summary()
+
+
+def background_processes_text() -> str:
+    from core.jobs import visible_gpus
+
+    n = visible_gpus()
+    return f"one process on each of the {n} GPUs" if n > 1 else ("on the GPU" if n == 1 else "on the CPU")
+
+
+@user_errors
+def start_background(lab, path, captioner_id, backbone_id, disaster_v, damage_v, phase_v):
+    """Start `python -m core caption` on the filters as a background job, one process per
+    GPU; (job id, its status line, the timer that watches it)."""
+    from core.captions.captioners import get_captioner
+
+    index = lab.datasets.open(path)
+    if not index.filter(disaster=_any(disaster_v), damage=_any(damage_v)):
+        raise LabError("No scene matches the disaster and damage filters: change them first.")
+    captioner = get_captioner(captioner_id)
+    captioner.check_ready(lab.settings.models_dir)  # before a process starts: the same message as here
+    args = ["--data", str(index.root), "--captioner", captioner_id, "--phase", phase_v]
+    for flag, value in (("--summarise", backbone_id or None), ("--disaster", _any(disaster_v)),
+                        ("--damage", _any(damage_v))):
+        if value:
+            args += [flag, value]
+    job = lab.jobs.start("caption", args)
+    return job, background_text(lab.jobs.status(job)), gr.Timer(active=True)
+
+
+def background_view(lab, job):
+    """(status line, timer) of the background job `job`; the timer stops when it has ended."""
+    if not job:
+        return gr.skip(), gr.Timer(active=False)
+    status = lab.jobs.status(job)
+    return background_text(status), gr.Timer(active=status.state == "running")
+
+
+def background_text(status) -> str:
+    """A readable line per process: tiles done of its share, and how the batch ended."""
+    head = {"running": "Captioning in the background", "finished": "The background batch finished",
+            "stopped": "The background batch was stopped (run it again to resume)",
+            "failed": "The background batch failed"}[status.state]
+    lines = [f"**{head}**: {status.done} of {status.total or '?'} tiles done."]
+    lines += [f"- {p['process']}: {p['done']}/{p['total']} ({p['what']})" for p in status.processes]
+    if status.state == "finished" and status.summary:
+        lines.append(f"\n{status.summary.get('summary', '')}")
+    if status.state == "failed":
+        last = [ln for ln in status.console_tail.splitlines() if ln.strip()][-1:] or ["(no output)"]
+        lines.append(f"\nIts last line: `{last[0][:200]}`")
+    return "\n".join(lines)
+
+
+@user_errors
+def stop_background(lab, job):
+    if not job:
+        raise LabError("No background batch was started from this page.")
+    lab.jobs.stop(job)
+    lab.jobs.wait(job, timeout=30)
+    return background_text(lab.jobs.status(job)), gr.Timer(active=False)
 
 
 @user_errors

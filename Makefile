@@ -46,6 +46,7 @@ bench: setup
 	$(BIN)/python bench/bench_switch.py
 	$(BIN)/python bench/bench_startup.py
 	$(BIN)/python bench/bench_training.py
+	$(BIN)/python bench/bench_distributed.py
 
 gpu-check:
 	$(BIN)/python bench/gpu_check.py

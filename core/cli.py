@@ -355,6 +355,7 @@ def cmd_generate(args) -> dict:
                                            on_start=lambda i, n, r: _progress(args, shard, i - 1, n,
                                                                                f"{r.backbone} on {r.scene_id}"),
                                            on_step=None if shard.parallel else _print_step)
+    _progress(args, shard, result["images"], result["images"], "done")
     if args.attention:
         _print_shares(lab, result["runs"])
     return _summary(shard, result)

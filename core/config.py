@@ -95,6 +95,22 @@ class Settings:
             raise ValueError("auth must look like USER:PASSWORD")
         return user, password
 
+    CHILD_FIELDS = ("models_dir", "runs_dir", "test_backbones", "lpips_random_backbone", "offload",
+                    "attention_slicing", "vae_tiling", "ram_budget_gb")
+
+    def child_env(self) -> dict[str, str]:
+        """XBDLAB_* variables that give a process this app starts (a background batch, a
+        training run) the same models, runs and model settings as the app."""
+        out = {}
+        for name in self.CHILD_FIELDS:
+            value = getattr(self, name)
+            if value is None:
+                continue
+            if isinstance(value, bool):
+                value = "1" if value else "0"
+            out[ENV_PREFIX + name.upper()] = str(value)
+        return out
+
     @classmethod
     def load(cls, env: dict[str, str] | None = None, **overrides) -> "Settings":
         """Settings from overrides (None values ignored), then XBDLAB_* variables, then defaults."""

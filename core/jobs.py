@@ -72,10 +72,10 @@ def write_progress(folder: Path | str | None, shard, done: int, total: int, what
 class BatchJobs:
     """Starts, watches and stops background batches under `work_dir/jobs`."""
 
-    def __init__(self, work_dir: Path, *, models_dir: Path | None = None) -> None:
+    def __init__(self, work_dir: Path, *, env: dict | None = None) -> None:
         self.root = Path(work_dir) / "jobs"
         self.work_dir = Path(work_dir)
-        self.models_dir = models_dir
+        self.env = dict(env or {})  # the app's settings for the processes (Settings.child_env)
         self._procs: dict[str, subprocess.Popen] = {}
 
     def command(self, kind: str, args: list[str], processes: int, folder: Path) -> list[str]:
@@ -83,8 +83,7 @@ class BatchJobs:
             raise LabError(f"Unknown background batch {kind!r}; one of {', '.join(KINDS)}.")
         head = ([str(Path(sys.executable).with_name("accelerate")), "launch", "--multi_gpu", "--num_processes",
                  str(processes), "-m", "core"] if processes > 1 else [sys.executable, "-m", "core"])
-        extra = ["--models", str(self.models_dir)] if self.models_dir else []
-        return head + ["--work", str(self.work_dir), kind, *args, *extra, "--json",
+        return head + ["--work", str(self.work_dir), kind, *args, "--json",
                        "--progress-dir", str(folder / "progress")]
 
     def start(self, kind: str, args: list[str], *, processes: int | None = None, env: dict | None = None) -> str:
@@ -99,7 +98,7 @@ class BatchJobs:
                                                           "started": time.time()}))
         with open(folder / "console.log", "ab") as console, open(folder / "summary.json", "wb") as summary:
             self._procs[job_id] = subprocess.Popen(command, stdout=summary, stderr=console, cwd=str(REPO_ROOT),
-                                                   env={**os.environ, **(env or {}), "PYTHONUNBUFFERED": "1"},
+                                                   env={**os.environ, **self.env, **(env or {}), "PYTHONUNBUFFERED": "1"},
                                                    start_new_session=True)
         return job_id
 

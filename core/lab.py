@@ -48,5 +48,5 @@ class Lab:
         self.evaluation = EvaluationService(runs=self.runs, lpips_random_backbone=s.lpips_random_backbone)
         self.training = TrainingService(datasets=self.datasets, backbones=self.backbones, captions=self.captions,
                                         evaluation=self.evaluation, models=self.models,
-                                        trained_dir=s.trained_dir, work_dir=s.work_dir)
-        self.jobs = BatchJobs(Path(s.work_dir), models_dir=s.models_dir)
+                                        trained_dir=s.trained_dir, work_dir=s.work_dir, env=s.child_env())
+        self.jobs = BatchJobs(Path(s.work_dir), env=s.child_env())

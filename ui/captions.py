@@ -21,7 +21,7 @@ from core.captions.service import AUTOSAVE_PAUSE_SECONDS, NO_CAPTION
 from core.captions.store import ConflictError
 from core.errors import LabError
 from ui.browse import ALL, DAMAGE_FILTERS
-from ui.common import GPU, INTERNAL, first_on_disk, picture_file, user_errors
+from ui.common import GPU, INTERNAL, first_on_disk, job_text, picture_file, user_errors
 
 STATUS_FILTERS = [ALL, "auto", "edited", "reviewed", NO_CAPTION]
 HISTORY_HEADERS = ["id", "when (UTC)", "author", "kind", "status", "change from the version before"]
@@ -366,7 +366,7 @@ def start_background(lab, path, captioner_id, backbone_id, disaster_v, damage_v,
         if value:
             args += [flag, value]
     job = lab.jobs.start("caption", args)
-    return job, background_text(lab.jobs.status(job)), gr.Timer(active=True)
+    return job, job_text(lab.jobs.status(job), "tiles"), gr.Timer(active=True)
 
 
 def background_view(lab, job):
@@ -374,22 +374,7 @@ def background_view(lab, job):
     if not job:
         return gr.skip(), gr.Timer(active=False)
     status = lab.jobs.status(job)
-    return background_text(status), gr.Timer(active=status.state == "running")
-
-
-def background_text(status) -> str:
-    """A readable line per process: tiles done of its share, and how the batch ended."""
-    head = {"running": "Captioning in the background", "finished": "The background batch finished",
-            "stopped": "The background batch was stopped (run it again to resume)",
-            "failed": "The background batch failed"}[status.state]
-    lines = [f"**{head}**: {status.done} of {status.total or '?'} tiles done."]
-    lines += [f"- {p['process']}: {p['done']}/{p['total']} ({p['what']})" for p in status.processes]
-    if status.state == "finished" and status.summary:
-        lines.append(f"\n{status.summary.get('summary', '')}")
-    if status.state == "failed":
-        last = [ln for ln in status.console_tail.splitlines() if ln.strip()][-1:] or ["(no output)"]
-        lines.append(f"\nIts last line: `{last[0][:200]}`")
-    return "\n".join(lines)
+    return job_text(status, "tiles"), gr.Timer(active=status.state == "running")
 
 
 @user_errors
@@ -398,7 +383,7 @@ def stop_background(lab, job):
         raise LabError("No background batch was started from this page.")
     lab.jobs.stop(job)
     lab.jobs.wait(job, timeout=30)
-    return background_text(lab.jobs.status(job)), gr.Timer(active=False)
+    return job_text(lab.jobs.status(job), "tiles"), gr.Timer(active=False)
 
 
 @user_errors

@@ -174,3 +174,19 @@ def picture_file(array) -> str | None:
     that URL (a reload, two events showing one tile) gets a short body and a broken image.
     A path is copied into gradio's cache once and reused."""
     return None if array is None else str(immutable_png(array))
+
+
+def job_text(status, unit: str) -> str:
+    """A background batch (core.jobs.JobStatus) as Markdown: how far it is (`unit`: what it
+    counts, "tiles" or "images"), a line per process, and how it ended."""
+    head = {"running": "Running in the background", "finished": "The background batch finished",
+            "stopped": "The background batch was stopped (run it again to resume)",
+            "failed": "The background batch failed"}[status.state]
+    lines = [f"**{head}**: {status.done} of {status.total or '?'} {unit} done."]
+    lines += [f"- {p['process']}: {p['done']}/{p['total']} ({p['what']})" for p in status.processes]
+    if status.state == "finished" and status.summary and status.summary.get("summary"):
+        lines.append(f"\n{status.summary['summary']}")
+    if status.state == "failed":
+        last = [ln for ln in status.console_tail.splitlines() if ln.strip()][-1:] or ["(no output)"]
+        lines.append(f"\nIts last line: `{last[0][:200]}`")
+    return "\n".join(lines)

@@ -9,6 +9,7 @@ lays out and wires; the handlers below it are plain functions of `lab` and widge
 from __future__ import annotations
 
 import queue
+from pathlib import Path
 import threading
 
 import gradio as gr
@@ -16,7 +17,7 @@ import gradio as gr
 from core.errors import GenerationCancelled, LabError
 from core.generation.compare import SWEEPS
 from core.types import GenerationRequest
-from ui.common import GPU, INTERNAL, first_on_disk, picture_file, user_errors
+from ui.common import GPU, INTERNAL, first_on_disk, job_text, picture_file, user_errors
 
 META_FIELDS = ("lon", "lat", "gsd", "cloud_cover", "year", "month", "day")
 SIZES = [64, 256, 512, 768, 1024]
@@ -114,10 +115,27 @@ def build_generate(lab, demo: gr.Blocks, folder: gr.State):
                 grid = gr.Image(label="Comparison grid (download: one PNG)", format="png", interactive=False,
                                 elem_id="gen-grid")
                 cell_files = gr.Files(label="Its cells, one PNG each", elem_id="gen-cells")
+            with gr.Tab("A batch file in the background", id="gen-batch-tab"):
+                gr.Markdown("A JSONL file, one request a line (the fields of `python -m core generate --batch`, "
+                            'e.g. `{"backbone": "sd21", "scene": "…", "seed": 3}`), made in processes of their own: '
+                            "one per visible GPU. The page stays free meanwhile; images already made are skipped, "
+                            "so a stopped batch resumes.")
+                batch_file = gr.File(label="Batch file (.jsonl)", file_types=[".jsonl"], elem_id="gen-batch-file")
+                with gr.Row():
+                    batch_btn = gr.Button("Run it in the background", variant="primary", elem_id="gen-batch-run")
+                    batch_stop = gr.Button("Stop the background batch", elem_id="gen-batch-stop")
+                batch_note = gr.Markdown(elem_id="gen-batch-note")
+                batch_job = gr.State(None)
+                batch_timer = gr.Timer(2.0, active=False)
         token = gr.State(None)
         newest = gr.State(None)
 
     form = [scene, backbone, prompt, mode, size, seed, num_images, no_meta, *meta, *widgets]
+    batch_btn.click(user_errors(lambda path, file: start_batch(lab, path, file)), [folder, batch_file],
+                    [batch_job, batch_note, batch_timer], api_name="generate_in_background")
+    batch_timer.tick(lambda job: batch_view(lab, job), batch_job, [batch_note, batch_timer], **INTERNAL)
+    batch_stop.click(user_errors(lambda job: stop_batch(lab, job)), batch_job, [batch_note, batch_timer],
+                     api_name="stop_background_generation")
 
     def to_request(values) -> GenerationRequest:
         return request_from_form(lab, controls, values)
@@ -342,6 +360,47 @@ def backbone_choices(lab, backbone_id, chosen) -> tuple:
     kept = [c for c in chosen or [] if c in ids]
     boxes = {} if kept == list(chosen or []) else {"value": kept}
     return gr.update(choices=choices, **dropdown), gr.update(choices=choices, **boxes)
+
+
+def start_batch(lab, path, file) -> tuple:
+    """Check the batch file (every line a request this dataset and its backbones accept),
+    keep a copy in the work folder and start `python -m core generate --batch` on it in the
+    background; (job id, status line, the timer that watches it)."""
+    import shutil
+    import time as clock
+
+    from core.generation.service import read_batch
+
+    if not file:
+        raise LabError("Choose a batch file first: a .jsonl file with one request a line.")
+    source = getattr(file, "name", file)
+    index = lab.datasets.open(path)
+    for fields in read_batch(source):  # refused here, not in a background log
+        request = lab.generation.check(lab.generation.request_from(fields, index), index)
+        state = lab.backbones.readiness(request.backbone)
+        if not state.ready:
+            raise LabError(f"{request.backbone} is not on this machine: {state.missing}")
+    copy = lab.jobs.root / "batches" / f"{clock.strftime('%Y%m%d-%H%M%S')}-{Path(source).name}"
+    copy.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(source, copy)
+    job = lab.jobs.start("generate", ["--data", str(index.root), "--batch", str(copy),
+                                      "--runs", str(lab.settings.runs)])
+    return job, job_text(lab.jobs.status(job), "images"), gr.Timer(active=True)
+
+
+def batch_view(lab, job) -> tuple:
+    if not job:
+        return gr.skip(), gr.Timer(active=False)
+    status = lab.jobs.status(job)
+    return job_text(status, "images"), gr.Timer(active=status.state == "running")
+
+
+def stop_batch(lab, job) -> tuple:
+    if not job:
+        raise LabError("No background batch was started from this page.")
+    lab.jobs.stop(job)
+    lab.jobs.wait(job, timeout=30)
+    return job_text(lab.jobs.status(job), "images"), gr.Timer(active=False)
 
 
 def default_backbone(lab) -> tuple:

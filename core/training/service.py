@@ -47,7 +47,7 @@ class TrainingService:
     work_dir: handed to background runs."""
 
     def __init__(self, *, datasets, backbones, captions, evaluation, models, trained_dir: Path,
-                 work_dir: Path) -> None:
+                 work_dir: Path, env: dict | None = None) -> None:
         self.datasets = datasets
         self.backbones = backbones
         self.captions = captions
@@ -55,6 +55,7 @@ class TrainingService:
         self.models = models
         self.trained_dir = Path(trained_dir)
         self.work_dir = Path(work_dir)
+        self.env = dict(env or {})  # the app's settings for the training process (Settings.child_env)
         self._jobs: dict[Path, subprocess.Popen] = {}
         self._lock = threading.Lock()
 
@@ -106,7 +107,7 @@ class TrainingService:
                 command += ["--models", str(self.backbones.models_dir)]
             self._jobs[out.resolve()] = subprocess.Popen(
                 command, stdout=console, stderr=subprocess.STDOUT, cwd=str(Path(__file__).resolve().parents[2]),
-                env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                env={**os.environ, **self.env, "PYTHONUNBUFFERED": "1"})
             console.close()
         return out
 

@@ -55,3 +55,29 @@ def test_a_stopped_background_batch_says_so_and_a_refusal_is_a_toast(lab):
         tab.start_background(lab, str(DEMO_SCENES), "template", "", "no-such-disaster", ALL, "both")
     with pytest.warns(UserWarning, match="not on disk|make cogvlm2|not on this machine"):
         tab.start_background(lab, str(DEMO_SCENES), "qwen2-vl", "", ALL, ALL, "both")
+
+
+def test_the_generate_tab_runs_a_batch_file_in_the_background(tmp_path):
+    import json
+
+    from core.backends.tiny_models.sd import build_tiny_models
+    from core.lab import Lab
+    from ui import generate as gen
+
+    models = tmp_path / "models"
+    build_tiny_models(models, ids=("tiny-sd21",))
+    lab = Lab(Settings.load(env={"XBDLAB_TEST_BACKBONES": "1"}, data_dir=DEMO_SCENES, work_dir=tmp_path / "work",
+                            models_dir=models))
+    scene = lab.datasets.open(DEMO_SCENES).scenes[0].scene_id
+    batch = tmp_path / "batch.jsonl"
+    batch.write_text(json.dumps({"backbone": "tiny-sd21", "scene": scene, "num_images": 2, "steps": 2, "size": 64})
+                     + "\n")
+    job, note, timer = gen.start_batch(lab, str(DEMO_SCENES), str(batch))
+    assert timer.active
+    status = wait_for(lab, job, "finished", timeout=180)
+    assert status.summary["written"] == 2 and len(lab.runs.list()) == 2
+    assert "2 of 2 images" in gen.batch_view(lab, job)[0]
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps({"backbone": "sd21", "scene": scene}) + "\n")
+    with pytest.raises(Exception, match="not on this machine"):
+        gen.start_batch(lab, str(DEMO_SCENES), str(bad))

@@ -199,3 +199,25 @@ def test_torchrun_splits_the_baselines_between_two_processes(setup, tmp_path):
     result = json.loads(done.stdout)
     assert [p["written"] for p in result["processes"]] == [2, 1] and result["written"] == 3
     assert len(list(runs.glob("*/run.json"))) == 3  # one baseline per scene, none twice
+
+
+@pytest.mark.slow
+def test_two_processes_caption_with_a_tiny_vlm_each_tile_once(setup, tmp_path):
+    import shutil
+
+    from core.captions.store import CaptionStore
+    from tests.tiny.captions import tiny_qwen2_vl_folder
+
+    models = tmp_path / "models"
+    shutil.copytree(tiny_qwen2_vl_folder(), models / "qwen2-vl")
+    work = tmp_path / "work"
+    command = core_command(setup, work, "caption", "--data", str(setup["data"]), "--captioner", "qwen2-vl",
+                           "--models", str(models), "--json", processes=2)
+    done = subprocess.run(command, cwd=ROOT, env=env(ACCELERATE_USE_CPU="1"), capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout)
+    assert [p["captioned"] for p in result["processes"]] == [3, 3] and not result["failed"]
+    store = CaptionStore(work / "captions.sqlite")
+    records = [store.get(f"socal-fire_0000000{i}_{phase}_disaster.png") for i in range(1, 4) for phase in ("pre", "post")]
+    assert all(r.machine_model.startswith("qwen2-vl") for r in records)

@@ -811,6 +811,22 @@ def section_caption_worker(ctx: Ctx) -> dict:
     return out
 
 
+def section_batch_processes(ctx: Ctx) -> dict:
+    """A generation batch on every GPU of the machine (one process each, accelerate launch)
+    against one process, with bench/bench_distributed.py; skipped on a one-GPU machine."""
+    import torch
+
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if count < 2:
+        return {"skipped": f"{count} GPU(s): 1 against all needs at least 2"}
+    out = ctx.work / "distributed.json"
+    subprocess.run([sys.executable, str(Path(__file__).with_name("bench_distributed.py")), "--gpus", str(count),
+                    "--images", str(4 * count), "--repeats", "1", "--out", str(out)], check=True)
+    result = json.loads(out.read_text())
+    return {**result, "rows": [{"section": "batch_processes", "what": f"1 process vs {count} GPUs (ratio)",
+                                "s": result["ratio_two_to_one"], "peak_vram_gib": None, "note": ""}]}
+
+
 CHILD_SECTIONS = {
     "environment": section_environment,
     "architectures": section_architectures,
@@ -821,6 +837,7 @@ CHILD_SECTIONS = {
     "generate_sd3": section_generate_sd3,
     "controlnet_training": section_controlnet_training,
     "caption_worker": section_caption_worker,
+    "batch_processes": section_batch_processes,
 }
 
 
@@ -871,6 +888,7 @@ SECTIONS = (
     Section("switch", 90, 30),
     Section("generate_sd3", 130, 50, optional=True),
     Section("caption_worker", 60, 20, needs=("torch",), optional=True),
+    Section("batch_processes", 120, 40, needs=("torch", "accelerate"), optional=True),
 )
 
 

@@ -82,8 +82,8 @@ def build_captions(lab, demo: gr.Blocks, folder: gr.State) -> None:
             batch_note = gr.Markdown(elem_id="cap-batch")
             cancel_state = gr.State(None)
             with gr.Row():
-                bg_btn = gr.Button(f"Caption them in the background ({background_processes_text()})",
-                                   elem_id="cap-bg-run")
+                # (the GPUs are counted when it starts: building the page imports no torch)
+                bg_btn = gr.Button("Caption them in the background (one process per GPU)", elem_id="cap-bg-run")
                 bg_stop = gr.Button("Stop the background batch", elem_id="cap-bg-stop")
             bg_note = gr.Markdown("A background batch goes on while you browse and edit; it captions the tiles of "
                                   "the disaster, damage and phase filters (whatever their status) and resumes where "
@@ -340,13 +340,6 @@ def caption_these(lab, path, names, captioner_id, backbone_id, progress=gr.Progr
         yield gr.skip(), "Not captioned: see the message."
         raise
     yield gr.skip(), report.summary()
-
-
-def background_processes_text() -> str:
-    from core.jobs import visible_gpus
-
-    n = visible_gpus()
-    return f"one process on each of the {n} GPUs" if n > 1 else ("on the GPU" if n == 1 else "on the CPU")
 
 
 @user_errors

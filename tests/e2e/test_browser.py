@@ -89,7 +89,7 @@ def test_generate_one_image_and_a_comparison_grid(app, page):
 def test_a_caption_edit_survives_a_page_reload(app, page):
     page.goto(app)
     page.get_by_role("tab", name="Captions").click()
-    page.get_by_text("Caption these tiles by machine").click()
+    page.get_by_role("button", name="Caption these tiles by machine").click()
     page.locator("#cap-run").click()
     page.locator("#cap-batch").get_by_text("captioned").wait_for()
     editor = page.locator("#cap-editor textarea")

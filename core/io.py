@@ -119,3 +119,16 @@ def library_versions() -> dict[str, str]:
 
 __all__ = ["LIBRARIES", "TMP_PREFIX", "atomic_file", "atomic_write_text", "dumps", "jsonable",
            "jsonable_or_text", "library_versions"]
+
+
+def tail_text(path, limit: int = 4000) -> str:
+    """The last `limit` bytes of a log file as text ("" when it cannot be read)."""
+    import os
+
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            f.seek(max(0, f.tell() - limit))
+            return f.read().decode("utf-8", errors="replace")
+    except OSError:
+        return ""

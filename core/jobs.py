@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from core.errors import LabError
-from core.io import atomic_write_text, dumps
+from core.io import atomic_write_text, dumps, tail_text
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 KINDS = ("caption", "generate")
@@ -142,15 +142,7 @@ class BatchJobs:
         else:
             state = "finished" if summary is not None and code in (0, None) else "failed"
         return JobStatus(job_id=job_id, kind=kind, state=state, processes=processes, summary=summary,
-                         console_tail=_tail(folder / "console.log"))
-
-
-def _tail(path: Path, limit: int = 3000) -> str:
-    try:
-        data = path.read_bytes()
-    except OSError:
-        return ""
-    return data[-limit:].decode("utf-8", errors="replace")
+                         console_tail=tail_text(folder / "console.log"))
 
 
 __all__ = ["BatchJobs", "JobStatus", "visible_gpus", "write_progress"]

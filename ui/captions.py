@@ -21,7 +21,7 @@ from core.captions.service import AUTOSAVE_PAUSE_SECONDS, NO_CAPTION
 from core.captions.store import ConflictError
 from core.errors import LabError
 from ui.browse import ALL, DAMAGE_FILTERS
-from ui.common import GPU, INTERNAL, first_on_disk, job_text, picture_file, user_errors
+from ui.common import GPU, INTERNAL, first_on_disk, job_text, job_view, picture_file, stop_job, user_errors
 
 STATUS_FILTERS = [ALL, "auto", "edited", "reviewed", NO_CAPTION]
 HISTORY_HEADERS = ["id", "when (UTC)", "author", "kind", "status", "change from the version before"]
@@ -363,20 +363,12 @@ def start_background(lab, path, captioner_id, backbone_id, disaster_v, damage_v,
 
 
 def background_view(lab, job):
-    """(status line, timer) of the background job `job`; the timer stops when it has ended."""
-    if not job:
-        return gr.skip(), gr.Timer(active=False)
-    status = lab.jobs.status(job)
-    return job_text(status, "tiles"), gr.Timer(active=status.state == "running")
+    return job_view(lab, job, "tiles")
 
 
 @user_errors
 def stop_background(lab, job):
-    if not job:
-        raise LabError("No background batch was started from this page.")
-    lab.jobs.stop(job)
-    lab.jobs.wait(job, timeout=30)
-    return job_text(lab.jobs.status(job), "tiles"), gr.Timer(active=False)
+    return stop_job(lab, job, "tiles")
 
 
 @user_errors

@@ -190,3 +190,20 @@ def job_text(status, unit: str) -> str:
         last = [ln for ln in status.console_tail.splitlines() if ln.strip()][-1:] or ["(no output)"]
         lines.append(f"\nIts last line: `{last[0][:200]}`")
     return "\n".join(lines)
+
+
+def job_view(lab, job, unit: str) -> tuple:
+    """(status line, timer) of background job `job`; the timer stops once it has ended."""
+    if not job:
+        return gr.skip(), gr.Timer(active=False)
+    status = lab.jobs.status(job)
+    return job_text(status, unit), gr.Timer(active=status.state == "running")
+
+
+def stop_job(lab, job, unit: str) -> tuple:
+    """End background job `job` (what it made is kept); its final status line, the timer off."""
+    if not job:
+        raise LabError("No background batch was started from this page.")
+    lab.jobs.stop(job)
+    lab.jobs.wait(job, timeout=30)
+    return job_text(lab.jobs.status(job), unit), gr.Timer(active=False)

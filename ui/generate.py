@@ -17,7 +17,7 @@ import gradio as gr
 from core.errors import GenerationCancelled, LabError
 from core.generation.compare import SWEEPS
 from core.types import GenerationRequest
-from ui.common import GPU, INTERNAL, first_on_disk, job_text, picture_file, user_errors
+from ui.common import GPU, INTERNAL, first_on_disk, job_text, job_view, picture_file, stop_job, user_errors
 
 META_FIELDS = ("lon", "lat", "gsd", "cloud_cover", "year", "month", "day")
 SIZES = [64, 256, 512, 768, 1024]
@@ -389,18 +389,11 @@ def start_batch(lab, path, file) -> tuple:
 
 
 def batch_view(lab, job) -> tuple:
-    if not job:
-        return gr.skip(), gr.Timer(active=False)
-    status = lab.jobs.status(job)
-    return job_text(status, "images"), gr.Timer(active=status.state == "running")
+    return job_view(lab, job, "images")
 
 
 def stop_batch(lab, job) -> tuple:
-    if not job:
-        raise LabError("No background batch was started from this page.")
-    lab.jobs.stop(job)
-    lab.jobs.wait(job, timeout=30)
-    return job_text(lab.jobs.status(job), "images"), gr.Timer(active=False)
+    return stop_job(lab, job, "images")
 
 
 def default_backbone(lab) -> tuple:

@@ -19,7 +19,7 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from core.io import atomic_write_text, dumps
+from core.io import atomic_write_text, dumps, tail_text
 from core.training.loop import STOP_FILE, Outcome, Trainer, checkpoints, read_jsonl
 from core.training.options import TrainingError, TrainOptions
 
@@ -146,7 +146,7 @@ class TrainingService:
             state = "stopped"  # its process is gone (killed, or another app's): resume from its checkpoint
         return RunStatus(out=out, state=state, record=record, losses=read_jsonl(out / "log.jsonl"),
                          validations=read_jsonl(out / "validation.jsonl"),
-                         checkpoints=[p.name for p in checkpoints(out)], console_tail=_tail(out / CONSOLE_FILE))
+                         checkpoints=[p.name for p in checkpoints(out)], console_tail=tail_text(out / CONSOLE_FILE))
 
     def runs(self) -> list[Path]:
         """The run folders under trained_dir, newest first."""
@@ -162,16 +162,6 @@ class TrainingService:
             return TrainOptions.from_json(json.loads((Path(out) / REQUEST_FILE).read_text(encoding="utf-8")))
         except (OSError, ValueError, KeyError, TypeError) as err:
             raise TrainingError(f"{out} has no readable {REQUEST_FILE}: start a new run instead.") from err
-
-
-def _tail(path: Path, limit: int = 4000) -> str:
-    try:
-        with open(path, "rb") as f:
-            f.seek(0, os.SEEK_END)
-            f.seek(max(0, f.tell() - limit))
-            return f.read().decode("utf-8", errors="replace")
-    except OSError:
-        return ""
 
 
 __all__ = ["RunStatus", "TrainingService"]

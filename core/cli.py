@@ -42,6 +42,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", type=Path, help="with --runs: the xBD folder holding the scenes")
     p.add_argument("--luma", action="store_true", help="PSNR and SSIM on luma, as the course did")
     p.add_argument("--size", type=int, help="evaluation size in px (default: the prediction's)")
+    p.add_argument("--rescore", action="store_true",
+                   help="with --runs: score runs again even when they hold scores under these settings")
+    p.add_argument("--batch-size", type=int, default=16,
+                   help="with --runs: runs scored together (lower it if the GPU runs out of memory)")
     p.add_argument("--json", action="store_true", help="print JSON")
 
     p = sub.add_parser("baseline", help="write persistence-baseline runs (post := pre) for every scene")
@@ -206,7 +210,8 @@ def _print_training_event(event: dict) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run one command; returns the process exit code (2 for a user error)."""
+    """Run one command; returns the process exit code (2 for a user error, 1 when
+    `index --check` found bad files)."""
     args = build_parser().parse_args(argv)
     try:
         result = COMMANDS[args.command](args)
@@ -219,7 +224,12 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(result, indent=2, default=str))
     else:
         print(_as_text(result))
-    return 0
+    return _exit_code(args, result)
+
+
+def _exit_code(args, result) -> int:
+    """0, or 1 when `index --check` found a bad file (so a script or CI step can stop on it)."""
+    return 1 if args.command == "index" and args.check and result["problems"] else 0
 
 
 def _lab(args, **overrides):
@@ -288,22 +298,25 @@ def cmd_score(args) -> dict | list:
     return scores_to_dict(scores)
 
 
-def _score_runs(args, settings: MetricSettings) -> list[dict]:
+def _score_runs(args, settings: MetricSettings) -> list[dict] | None:
+    """Every run of the folder against its scene's post tile; runs already scored under
+    these settings keep their saved scores (so a stopped scoring resumes), unless --rescore."""
     if not args.data:
         raise LabError("score --runs needs --data: the xBD folder holding the runs' scenes.")
-    from core.metrics.scoring import scores_to_dict
-
+    if args.batch_size < 1:
+        raise LabError("--batch-size must be at least 1.")
     lab = _lab(args, runs_dir=args.runs)
     index = lab.datasets.open(args.data)
     shard = _shard(args)
     runs = shard.take(sorted(lab.runs.list(), key=lambda r: r.run_id))
     problems: list = []
-    scores = lab.evaluation.score_runs(runs, index, settings, problems=problems,
-                                       progress=lambda done, total: shard.log(f"scored {done}/{total} runs"))
+    entries = lab.evaluation.scores_of(runs, index, settings, rescore=args.rescore, batch_size=args.batch_size,
+                                       problems=problems,
+                                       progress=lambda done, total: _progress(args, shard, done, total, "runs scored"))
     why = {run.run_id: message for run, message in problems}
     out = [{"run": run.run_id, "backbone": run.record.get("backbone"), "scene": run.record.get("scene_id"),
-            **(scores_to_dict(score) if score is not None else {"error": why.get(run.run_id, "not scored")})}
-           for run, score in zip(runs, scores)]
+            **(entry if entry is not None else {"error": why.get(run.run_id, "not scored")})}
+           for run, entry in zip(runs, entries)]
     gathered = shard.gather(out)
     return None if gathered is None else [entry for part in gathered for entry in part]
 

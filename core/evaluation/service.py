@@ -203,37 +203,49 @@ class EvaluationService:
         return RunInspection(prediction=pred, truth=truth, error=error_map(pred, truth),
                              ssim=ssim_map(pred, truth, luma=metric_settings.luma))
 
+    def scores_of(self, runs: Iterable, index, metric_settings: MetricSettings, *, rescore: bool = False,
+                  batch_size: int = SCORE_BATCH, progress: Callable[[int, int], None] | None = None,
+                  problems: list | None = None) -> list[dict | None]:
+        """Each run's score entry under `metric_settings` (a `scores_to_dict` dict), in the
+        order of `runs`: the one saved in the run, else scored now and saved (in batches, see
+        `score_runs`), so a stopped scoring picks up where it was. With `rescore`, every run
+        is scored again. `progress(done, total)` counts the saved ones first. A run that
+        cannot be scored gets None, and (run, message) is appended to `problems`."""
+        from core.metrics.scoring import scores_to_dict
+
+        runs = list(runs)
+        problems = problems if problems is not None else []
+        wanted = self.scorer(metric_settings).settings_dict()
+        entries: list[dict | None] = [None] * len(runs)
+        todo: list[int] = []
+        for i, run in enumerate(runs):
+            try:
+                entries[i] = None if rescore else run.latest_scores(wanted)
+            except LabError as err:  # e.g. a scores.json that is not JSON
+                problems.append((run, str(err)))
+                continue
+            if entries[i] is None:
+                todo.append(i)
+        saved = len(runs) - len(todo)
+        if progress and saved:
+            progress(saved, len(runs))
+        report = (lambda done, _: progress(saved + done, len(runs))) if progress else None
+        fresh = self.score_runs([runs[i] for i in todo], index, metric_settings, batch_size=batch_size,
+                                progress=report, problems=problems)
+        for i, scores in zip(todo, fresh):
+            entries[i] = scores_to_dict(scores) if scores is not None else None
+        return entries
+
     def leaderboard(self, index, metric_settings: MetricSettings,
                     progress: Callable[[int, int], None] | None = None,
                     problems: list | None = None) -> list[LeaderboardRow]:
         """Mean scores per backbone over every run of `index`'s scenes, scoring runs that
-        have no scores under `metric_settings` yet (in batches of one image size, see
-        `score_runs`). The persistence baseline comes first. A run that cannot be scored is
-        left out (and appended as (run, message) to `problems` when given); every other run
-        still counts."""
-        from core.metrics.scoring import scores_to_dict
-
+        have no scores under `metric_settings` yet (see `scores_of`). The persistence
+        baseline comes first. A run that cannot be scored is left out (and appended as
+        (run, message) to `problems` when given); every other run still counts."""
         known = {s.scene_id for s in index.scenes}
         runs = [r for r in self.runs.list() if r.record.get("scene_id") in known]
-        wanted = self.scorer(metric_settings).settings_dict()
-        problems = problems if problems is not None else []
-        readable, stored = [], []
-        for run in runs:
-            try:
-                stored.append(run.latest_scores(wanted))
-            except LabError as err:  # e.g. a scores.json that is not JSON
-                problems.append((run, str(err)))
-                continue
-            readable.append(run)
-        runs = readable
-        todo = [i for i, entry in enumerate(stored) if entry is None]
-        if progress and len(todo) < len(runs):
-            progress(len(runs) - len(todo), len(runs))
-        report = (lambda done, _: progress(len(runs) - len(todo) + done, len(runs))) if progress else None
-        fresh = self.score_runs([runs[i] for i in todo], index, metric_settings, progress=report,
-                                problems=problems)
-        for i, scores in zip(todo, fresh):
-            stored[i] = scores_to_dict(scores) if scores is not None else None
+        stored = self.scores_of(runs, index, metric_settings, progress=progress, problems=problems)
         entries = [(run.record["backbone"], run.record["scene_id"], entry)
                    for run, entry in zip(runs, stored) if entry is not None]
         return leaderboard_rows(entries)

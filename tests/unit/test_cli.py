@@ -24,7 +24,7 @@ def cli(tmp_path, monkeypatch, capsys):
     def run(*argv):
         code = main(list(argv))
         out, err = capsys.readouterr()
-        data = json.loads(out) if "--json" in argv and code == 0 else out
+        data = json.loads(out) if "--json" in argv and code in (0, 1) else out
         return code, data, err
 
     return run
@@ -110,6 +110,24 @@ def test_baseline_then_score_runs(cli, tmp_path, offline_lpips):
         assert (runs / entry["run"] / "scores.json").exists()
 
 
+def test_score_runs_keeps_saved_scores_unless_told_to_rescore(cli, tmp_path, offline_lpips):
+    """A second `score --runs` (a resumed one) reuses what the first saved; --rescore redoes it."""
+    runs = tmp_path / "runs"
+    cli("baseline", "--data", str(DEMO_SCENES), "--runs", str(runs), "--json")
+    score = ("score", "--runs", str(runs), "--data", str(DEMO_SCENES), "--size", "64", "--json")
+    code, first, _ = cli(*score)
+    saved = {p: p.read_text() for p in runs.glob("*/scores.json")}
+    assert code == 0 and len(saved) == len(first)
+    code, again, _ = cli(*score)
+    assert code == 0 and [e["psnr"] for e in again] == [e["psnr"] for e in first]
+    assert {p: p.read_text() for p in saved} == saved  # nothing scored twice
+    code, redone, _ = cli(*score, "--rescore", "--batch-size", "2")
+    assert code == 0 and [e["psnr"] for e in redone] == [e["psnr"] for e in first]
+    assert all(p.read_text() != text for p, text in saved.items())  # scored again, new time
+    code, _, err = cli(*score, "--batch-size", "0")
+    assert code == 2 and "--batch-size" in err
+
+
 def test_score_runs_against_the_scene_post_tile_not_the_pre(cli, tmp_path, monkeypatch):
     """A run whose image IS the real post tile must score perfectly."""
     monkeypatch.setenv("XBDLAB_LPIPS_RANDOM_BACKBONE", "1")
@@ -146,12 +164,18 @@ def test_index_check_reads_every_file_and_lists_each_bad_one(cli, tmp_path, monk
     assert [p["path"] for p in quick["problems"]] == [str(not_json)]
 
     code, data, err = cli("index", "--data", str(root), "--check", "--json")
-    assert code == 0 and data["checked_files"] == 4 * 7 and "checked 28/28 files" in err
+    assert code == 1 and data["checked_files"] == 4 * 7 and "checked 28/28 files" in err  # a script can stop
     problems = {p["path"]: p["message"] for p in data["problems"]}
     assert set(problems) == {str(broken), str(not_json), str(huge)}
     assert "not a readable PNG" in problems[str(broken)] and "not valid JSON" in problems[str(not_json)]
     assert problems[str(huge)].endswith("is 64×64 px, larger than the 2000 px this app opens; "
                                         "crop or downscale it (e.g. into 1024 px tiles).")
+    T.write_png(broken)  # the bad files mended: a clean check exits 0
+    T.write_png(huge)
+    T.write_json(not_json, T.label_dict("palu-tsunami", "00000004", "post"))
+    code, clean, _ = cli("index", "--data", str(root), "--check", "--json")
+    assert not clean["problems"], clean["problems"]
+    assert code == 0
 
 
 def test_score_of_an_image_past_the_pixel_limit_says_so(cli, tmp_path, monkeypatch):

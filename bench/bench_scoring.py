@@ -18,7 +18,8 @@ keeps what it measured) and prints a table.
   1 when they do not).
 
 --device defaults to cuda when torch sees one, else cpu. LPIPS uses a RANDOM AlexNet
-backbone (same cost as the real one, no weights needed) on --device.
+backbone (same cost as the real one, no weights needed) on --device; on a GPU the same
+network on the CPU scores the same pairs, and the values must agree to 1e-5.
 Not collected by pytest (no test_ prefix).
 """
 
@@ -110,6 +111,10 @@ def main() -> int:
     if not args.no_lpips:
         lp = LpipsScorer(device=device, random_backbone=True)
         t_build = timed(lp.check)
+    lp_cpu = None
+    if lp is not None and device != "cpu":
+        lp_cpu = LpipsScorer(device="cpu", random_backbone=True)
+        lp_cpu.model.load_state_dict(lp.model.state_dict())
     machine = machine_info(
         device=device, torch_threads=torch.get_num_threads(), repeats=args.repeats,
         torch_path=f"float64, batches of {args.batch}",
@@ -178,6 +183,11 @@ def main() -> int:
                  ("single", lambda: lp.score(preds01, targets01, batch_size=1))], args.repeats, device))
             row(size, f"lpips batch {args.lpips_batch}", args.n, secs["batched"])
             row(size, "lpips batch 1", args.n, secs["single"])
+            if lp_cpu is not None:  # the same network on the CPU: do the values depend on the device?
+                on_device = lp.score(preds01, targets01, batch_size=args.lpips_batch)
+                on_cpu = lp_cpu.score(preds01, targets01, batch_size=args.lpips_batch)
+                diffs[f"{size}_lpips_{device}_vs_cpu"] = {
+                    "lpips": float(f"{max(abs(a - b) for a, b in zip(on_device, on_cpu)):.3g}")}
         if device.startswith("cuda"):
             torch.cuda.empty_cache()
         write_result(args.out, {"machine": machine, "results": rows, "comparison": comparison,
@@ -190,10 +200,13 @@ def main() -> int:
     for c in comparison:
         print(f"{c['size']:>5}  torch {c['device']} / cpu path{' (masks)' if c['masks'] else ''}: "
               f"{c['ratio']}x")
-    worst = max((v for d in diffs.values() for v in d.values()), default=0.0)
+    worst = max((v for k, d in diffs.items() if "lpips" not in k for v in d.values()), default=0.0)
     print(f"largest difference between the paths: {worst:.3g} (must be <= 1e-6)")
+    worst_lpips = max((d["lpips"] for k, d in diffs.items() if "lpips" in k), default=0.0)
+    if lp_cpu is not None:
+        print(f"largest LPIPS difference, {device} against the CPU: {worst_lpips:.3g} (must be <= 1e-5)")
     print(machine)
-    return 0 if worst <= 1e-6 else 1
+    return 0 if worst <= 1e-6 and worst_lpips <= 1e-5 else 1
 
 
 if __name__ == "__main__":

@@ -36,9 +36,9 @@ class EvaluationService:
     """Scores runs and ranks backbones.
 
     runs: the RunStore; lpips_random_backbone: build LPIPS on a random AlexNet (plumbing
-    tests only: its numbers mean nothing); metrics_device: where MSE, PSNR and SSIM are
-    computed ("cuda": batched torch, "cpu": numpy; None: "cuda" when torch sees a GPU at
-    first use). The scores are the same either way, to 1e-6."""
+    tests only: its numbers mean nothing); metrics_device: where MSE, PSNR, SSIM and LPIPS are
+    computed ("cuda": batched torch, "cpu": numpy; None: "cuda" when torch
+    sees a GPU at first use). The scores are the same either way, to 1e-6."""
 
     def __init__(self, *, runs, lpips_random_backbone: bool = False,
                  metrics_device: str | None = None) -> None:
@@ -86,8 +86,14 @@ class EvaluationService:
 
         with self._lock:
             if self._lpips is None:
-                self._lpips = LpipsScorer(random_backbone=self.lpips_random_backbone)
+                self._lpips = LpipsScorer(device=self._lpips_device(), random_backbone=self.lpips_random_backbone)
             return self._lpips
+
+    def _lpips_device(self) -> str:
+        """Where LPIPS runs: with the other metrics (a GPU when torch sees one, else the CPU)."""
+        from core.metrics.batched import default_device
+
+        return self.metrics_device or default_device()
 
     def scorer(self, metric_settings: MetricSettings, *, batch_size: int = 8):
         """A scorer with `metric_settings` that shares this service's LPIPS network. It

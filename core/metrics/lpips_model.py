@@ -160,16 +160,38 @@ class LpipsScorer:
         for shape, idx in by_shape.items():
             for start in range(0, len(idx), int(batch_size)):
                 chunk = idx[start : start + int(batch_size)]
-                values, maps = _forward(
-                    model,
-                    [pairs[i][0] for i in chunk],
-                    [pairs[i][1] for i in chunk],
-                    self.device,
-                    want_map,
-                )
-                for j, i in enumerate(chunk):
-                    out[i] = (values[j], None if maps is None else maps[j])
+                for i, got in zip(chunk, self._fitting([pairs[i] for i in chunk], model, want_map)):
+                    out[i] = got
         return out
+
+    def _fitting(self, pairs: list, model, want_map: bool) -> list[tuple]:
+        """(value, map or None) of each pair, one batch; a batch that runs out of GPU memory
+        is split in halves (so a busy GPU still scores, in smaller batches)."""
+        from core.models.manager import is_out_of_memory
+
+        try:
+            values, maps = _forward(model, [p for p, _ in pairs], [t for _, t in pairs], self.device, want_map)
+        except Exception as exc:
+            if not is_out_of_memory(exc):
+                raise
+            _free_cached_memory()
+            if len(pairs) == 1:
+                h, w = pairs[0][0].shape[:2]
+                raise MetricError(
+                    f"LPIPS ran out of GPU memory on one {w}×{h} px pair: score at a smaller evaluation "
+                    "size, or free the GPU (unload the model in the Generate tab)."
+                ) from exc
+            half = len(pairs) // 2
+            return self._fitting(pairs[:half], model, want_map) + self._fitting(pairs[half:], model, want_map)
+        return [(values[j], None if maps is None else maps[j]) for j in range(len(pairs))]
+
+
+def _free_cached_memory() -> None:
+    """Give the CUDA caching allocator's unused blocks back after an out-of-memory error."""
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 def _as_list(images, name: str) -> list:
@@ -246,18 +268,34 @@ def _forward(model, preds: list[np.ndarray], targets: list[np.ndarray], device, 
             f"LPIPS (AlexNet) needs images at least {LPIPS_MIN_SIDE} px on each side; "
             f"got {h} x {w}."
         )
+    from core.models.manager import is_out_of_memory
+
     in0, in1 = to_tensor(preds), to_tensor(targets)
     try:
-        with torch.no_grad():
+        with torch.no_grad(), _full_float32(device):
             if not want_map:
                 values = model(in0, in1).reshape(-1).double().cpu().numpy()
                 return [float(v) for v in values], None
             value_t, map_t = _forward_both(model, in0, in1)
     except RuntimeError as exc:
+        if is_out_of_memory(exc):
+            raise  # the caller retries in smaller batches
         raise MetricError(f"LPIPS failed on {h} x {w} images: {exc}") from exc
     values = value_t.reshape(-1).double().cpu().numpy()
     maps = map_t[:, 0].double().cpu().numpy()
     return [float(v) for v in values], list(maps)
+
+
+def _full_float32(device):
+    """On CUDA, convolutions in full float32 (no TF32), as on the CPU, so LPIPS scores do
+    not depend on where they were computed; elsewhere nothing changes."""
+    import contextlib
+
+    import torch
+
+    if not str(device).startswith("cuda"):
+        return contextlib.nullcontext()
+    return torch.backends.cudnn.flags(enabled=True, benchmark=False, deterministic=False, allow_tf32=False)
 
 
 def _forward_both(model, in0, in1):

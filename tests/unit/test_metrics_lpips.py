@@ -198,3 +198,35 @@ def test_unusable_weights_file_is_reported(offline_empty_torch_home):
     msg = str(err.value)
     assert ALEXNET_FILE in msg and str(folder) in msg and "building it failed" in msg
     assert attempts == []
+
+
+def test_a_batch_that_runs_out_of_gpu_memory_is_scored_in_halves(scorer, monkeypatch):
+    """A busy GPU (simulated: the network runs out of memory on more than `limit` pairs)
+    still gives every pair the value one big batch gives; one pair that does not fit says
+    what to do."""
+    preds, targets = images(5, (48, 48), seed=3)
+    want = scorer.score(preds, targets, batch_size=8)
+    network, sizes = scorer.model, []
+
+    def small_gpu(limit):
+        def forward(in0, in1):
+            if in0.shape[0] > limit:
+                raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+            sizes.append(in0.shape[0])
+            return network(in0, in1)
+        return forward
+
+    monkeypatch.setattr(scorer, "_model", small_gpu(2))
+    got = scorer.score(preds, targets, batch_size=8)
+    assert got == pytest.approx(want, abs=1e-6) and sorted(sizes) == [1, 2, 2]  # 5 → 2 + 3, then 3 → 1 + 2
+    monkeypatch.setattr(scorer, "_model", small_gpu(0))
+    with pytest.raises(MetricError, match="ran out of GPU memory on one 48×48 px pair: score at a smaller"):
+        scorer.score(preds[:1], targets[:1])
+
+
+def test_the_service_runs_lpips_where_the_other_metrics_run():
+    from core.evaluation.service import EvaluationService
+
+    assert EvaluationService(runs=None, lpips_random_backbone=True, metrics_device="cpu").lpips().device == "cpu"
+    chosen = EvaluationService(runs=None, lpips_random_backbone=True).lpips().device
+    assert chosen == ("cuda" if torch.cuda.is_available() else "cpu")

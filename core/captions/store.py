@@ -52,7 +52,10 @@ from core.errors import LabError
 STATUSES: tuple[str, ...] = ("auto", "edited", "reviewed")
 PERSON_STATUSES: tuple[str, ...] = ("edited", "reviewed")
 HISTORY_KINDS: tuple[str, ...] = ("machine", "summary", "edit", "restore", "import", "status")
-SCHEMA_VERSION = 2  # 2: captions.caption_key
+SCHEMA_VERSION = 3  # 2: captions.caption_key; 3: history.started
+# An autosaved version takes in quick edits for at most this long, so a long burst of typing
+# with no pause still leaves a version a minute in the history.
+VERSION_SPAN_SECONDS = 60.0
 BUSY_TIMEOUT_MS = 30_000
 _IN_CHUNK = 500  # image names per `IN (...)` query
 
@@ -157,7 +160,8 @@ CREATE TABLE IF NOT EXISTS history (
     status TEXT NOT NULL,
     kind TEXT NOT NULL,
     author TEXT,
-    time TEXT NOT NULL
+    time TEXT NOT NULL,  -- when this text was written
+    started TEXT         -- when the version began, if edits were folded into it (schema 3)
 );
 CREATE INDEX IF NOT EXISTS history_image ON history(image, id);
 """
@@ -272,6 +276,8 @@ class CaptionStore:
                         c.execute(stmt)
                     if "caption_key" not in self._columns(c):
                         c.execute("ALTER TABLE captions ADD COLUMN caption_key TEXT")
+                    if "started" not in self._columns(c, "history"):
+                        c.execute("ALTER TABLE history ADD COLUMN started TEXT")
                     if c.execute("PRAGMA user_version").fetchone()["user_version"] < SCHEMA_VERSION:
                         c.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         except CaptionStoreError:
@@ -313,15 +319,16 @@ class CaptionStore:
         return conn
 
     @staticmethod
-    def _columns(conn: sqlite3.Connection) -> set[str]:
-        return {row["name"] for row in conn.execute("PRAGMA table_info(captions)")}
+    def _columns(conn: sqlite3.Connection, table: str = "captions") -> set[str]:
+        return {row["name"] for row in conn.execute(f"PRAGMA table_info({table})")}
 
     def _schema_current(self, conn: sqlite3.Connection) -> bool:
         """Whether the file already has this version's tables and columns."""
         if conn.execute("PRAGMA user_version").fetchone()["user_version"] < SCHEMA_VERSION:
             return False
         tables = {r["name"] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-        return {"captions", "history"} <= tables and "caption_key" in self._columns(conn)
+        return ({"captions", "history"} <= tables and "caption_key" in self._columns(conn)
+                and "started" in self._columns(conn, "history"))
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
@@ -576,7 +583,8 @@ class CaptionStore:
         `coalesce_seconds` (autosave): when the newest history entry is an edit by the same
         `author`, with the same status, written less than that many seconds ago, the edit
         replaces that entry's text and time instead of adding an entry, so one pause in
-        typing leaves one version in the history, not one per keystroke. The record's
+        typing leaves one version in the history, not one per keystroke (a version takes
+        in edits for at most `VERSION_SPAN_SECONDS`, then the next edit starts one). The record's
         `version` still goes up (the conflict check stays exact) and the text saved last is
         always the stored one; an edit by anyone else always adds an entry.
         """
@@ -606,7 +614,8 @@ class CaptionStore:
                          "WHERE image=?", (text, status, now, author, image))
             newest = self._coalescible(conn, image, author, status, now, coalesce_seconds) if kind == "edit" else None
             if newest is not None:
-                conn.execute("UPDATE history SET text=?, time=? WHERE id=?", (text, now, newest))
+                conn.execute("UPDATE history SET text=?, started=COALESCE(started, time), time=? WHERE id=?",
+                             (text, now, newest))
             else:
                 self._log(conn, image, text, status, kind, author, now)
             return _record(self._fetch(conn, image))
@@ -617,15 +626,16 @@ class CaptionStore:
         replace it (see `save_edit`'s `coalesce_seconds`), else None."""
         if not seconds or seconds <= 0:
             return None
-        row = conn.execute("SELECT id, kind, author, status, time FROM history WHERE image=? "
+        row = conn.execute("SELECT id, kind, author, status, time, started FROM history WHERE image=? "
                            "ORDER BY id DESC LIMIT 1", (image,)).fetchone()
         if row is None or row["kind"] != "edit" or row["author"] != author or row["status"] != status:
             return None
         try:
-            age = (datetime.fromisoformat(now) - datetime.fromisoformat(row["time"])).total_seconds()
+            pause = (datetime.fromisoformat(now) - datetime.fromisoformat(row["time"])).total_seconds()
+            span = (datetime.fromisoformat(now) - datetime.fromisoformat(row["started"] or row["time"])).total_seconds()
         except (TypeError, ValueError):
             return None
-        return row["id"] if 0 <= age < seconds else None
+        return row["id"] if 0 <= pause < seconds and span < VERSION_SPAN_SECONDS else None
 
     def set_status(self, image: str, status: str, *, author: str,
                    expected_version: int | None = None) -> CaptionRecord:

@@ -345,12 +345,14 @@ def test_a_store_of_schema_1_opens_migrated_with_its_captions(tmp_path):
     with CaptionStore(db) as s:
         rec = s.get("a_00000001_post_disaster.png")
         assert (rec.text, rec.status, rec.version) == ("Old text.", "edited", 3)
-        assert s._conn().execute("PRAGMA user_version").fetchone()[0] == 2
+        assert s._conn().execute("PRAGMA user_version").fetchone()[0] == 3
         (source,) = s.list_with_source()
         assert (source.caption_key, source.short_key) == (None, "single_caption")
         assert s.save_edit(rec.image, "New text.", author="ben", expected_version=3).version == 4
+        s.save_edit(rec.image, "New text, typed on.", author="ben", coalesce_seconds=5)  # history.started exists
+        assert [h.text for h in s.history(rec.image)] == ["New text, typed on."]
     with CaptionStore(db) as s:  # opening a current store again is a no-op
-        assert s.get(rec.image).text == "New text."
+        assert s.get(rec.image).text == "New text, typed on."
 
 
 def test_quick_autosaves_by_one_author_make_one_version_and_keep_the_last_text(store):
@@ -388,3 +390,15 @@ def test_autosaves_after_a_pause_or_a_status_change_are_versions_of_their_own(st
         ("edit", "AB"), ("edit", "ABC"), ("status", "ABC"), ("edit", "ABCD")]
     assert store.save_edit(POST, "ABCDE", author="ana", status="reviewed").version == 6  # no coalescing: as before
     assert len(store.history(POST)) == 5
+
+
+def test_a_long_burst_of_typing_still_leaves_a_version_a_minute(store, monkeypatch):
+    import core.captions.store as module
+
+    seconds = iter(range(0, 200, 2))  # a save every 2 s for 200 s: never a 5 s pause
+    monkeypatch.setattr(module, "_now", lambda: f"2026-01-01T10:{(s := next(seconds)) // 60:02d}:{s % 60:02d}+00:00")
+    for n in range(100):
+        store.save_edit(POST, "x" * (n + 1), author="ana", coalesce_seconds=5)
+    history = store.history(POST)
+    assert len(history) == 4  # versions begun at 0, 60, 120 and 180 s
+    assert [len(h.text) for h in history] == [30, 60, 90, 100] and history[-1].time.endswith("10:03:18+00:00")

@@ -25,7 +25,7 @@ class Backbones:
     models_dir: a folder of local model folders, one per backbone id (None: hub ids only).
     test_backbones: also offer the tiny random test backbones (plumbing checks only).
     trained_dir: where the app's training runs go; each finished one is offered as the
-        backbone `trained-<name>` (read anew on every call: no restart needed)."""
+        backbone `trained-<name>` (looked up on every call: no restart needed)."""
 
     def __init__(self, *, models_dir: Path | None = None, test_backbones: bool = False,
                  trained_dir: Path | None = None) -> None:
@@ -34,6 +34,7 @@ class Backbones:
         self.trained_dir = Path(trained_dir) if trained_dir is not None else None
         self._tokenizers: dict[str, dict] = {}
         self._configured: dict[str, object] = {}
+        self._trained_seen: dict[Path, tuple] = {}  # run folder -> (training.json stat, backend or None)
         self._lock = threading.Lock()
 
     def specs(self) -> list:
@@ -47,29 +48,45 @@ class Backbones:
 
     def _trained(self) -> dict:
         """{backbone id: backend} of the finished training runs under trained_dir: the
-        `controlnet` or `diffusionsat-controlnet` backend under a spec of their own."""
-        from core import backends
-
+        `controlnet` or `diffusionsat-controlnet` backend under a spec of their own. A run's
+        training.json is read again only when it changed."""
         found: dict = {}
         if self.trained_dir is None or not self.trained_dir.is_dir():
             return found
+        seen: dict = {}
         for folder in sorted(self.trained_dir.iterdir()):
             try:
-                record = json.loads((folder / "training.json").read_text(encoding="utf-8"))
-            except (OSError, ValueError):
+                info = (folder / "training.json").stat()
+            except OSError:
                 continue
-            if record.get("status") != "finished" or record.get("base") not in TRAINED_ON:
-                continue
-            template_id, base_label = TRAINED_ON[record["base"]]
-            template = backends.get(template_id).with_models_dir(self.models_dir)
-            backend = copy.copy(template)
-            backend.spec = replace(
-                template.spec, id=TRAINED_PREFIX + folder.name, hub_id=None,
-                label=f"{folder.name} (your ControlNet on {base_label}, {record.get('step', '?')} steps)",
-                notes=f"A ControlNet trained in this app, in {folder}. " + template.spec.notes)
-            backend.trained_folder = folder
-            found[backend.spec.id] = backend
+            stamp = (info.st_mtime_ns, info.st_size, info.st_ino)
+            cached = self._trained_seen.get(folder)
+            backend = cached[1] if cached is not None and cached[0] == stamp else self._trained_backend(folder)
+            seen[folder] = (stamp, backend)
+            if backend is not None:
+                found[backend.spec.id] = backend
+        self._trained_seen = seen
         return found
+
+    def _trained_backend(self, folder: Path):
+        """The backend of one training run folder, or None while it is not a finished run."""
+        from core import backends
+
+        try:
+            record = json.loads((folder / "training.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+        if record.get("status") != "finished" or record.get("base") not in TRAINED_ON:
+            return None
+        template_id, base_label = TRAINED_ON[record["base"]]
+        template = backends.get(template_id).with_models_dir(self.models_dir)
+        backend = copy.copy(template)
+        backend.spec = replace(
+            template.spec, id=TRAINED_PREFIX + folder.name, hub_id=None,
+            label=f"{folder.name} (your ControlNet on {base_label}, {record.get('step', '?')} steps)",
+            notes=f"A ControlNet trained in this app, in {folder}. " + template.spec.notes)
+        backend.trained_folder = folder
+        return backend
 
     def get(self, backbone_id: str):
         """The backend `backbone_id` as configured for this process's models folder (see

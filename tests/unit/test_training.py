@@ -302,3 +302,26 @@ def test_the_cli_trains_and_refuses_with_exit_2(tmp_path, tiny_sd21, capsys):
     assert main(["--work", str(tmp_path / "w"), "train", "controlnet", "--out", str(tmp_path / "p"),
                  "--base-model", str(tmp_path / "nothing-here"), *flags]) == 2
     assert "error:" in capsys.readouterr().err
+
+
+def test_finished_runs_are_offered_as_backbones_and_reread_only_when_they_change(tmp_path):
+    """A catalog reads each run's training.json once; a run that finishes, or trains on,
+    shows up without a restart (plumbing: no model is loaded)."""
+    from core.backends.catalog import Backbones
+    from core.io import atomic_write_text
+
+    trained = tmp_path / "trained"
+    catalog = Backbones(trained_dir=trained)
+    run = trained / "flood-v1"
+    run.mkdir(parents=True)
+    atomic_write_text(run / "training.json", json.dumps({"status": "running", "base": "sd21", "step": 10}))
+    assert "trained-flood-v1" not in [s.id for s in catalog.specs()]
+    atomic_write_text(run / "training.json", json.dumps({"status": "finished", "base": "sd21", "step": 500}))
+    first = catalog.get("trained-flood-v1")
+    assert "500 steps" in first.spec.label and first.trained_folder == run
+    assert catalog.get("trained-flood-v1") is first  # unchanged: not read again
+    # a resumed run finishing again rewrites it
+    atomic_write_text(run / "training.json", json.dumps({"status": "finished", "base": "sd21", "step": 1500}))
+    assert "1500 steps" in catalog.get("trained-flood-v1").spec.label
+    (run / "training.json").unlink()
+    assert "trained-flood-v1" not in [s.id for s in catalog.specs()]

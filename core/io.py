@@ -132,3 +132,59 @@ def tail_text(path, limit: int = 4000) -> str:
             return f.read().decode("utf-8", errors="replace")
     except OSError:
         return ""
+
+
+class JsonlFollower:
+    """Reads growing JSONL logs, each new part once: `rows(path)` parses only the lines
+    added since the last call. A file replaced or rewritten (its last line read is no longer
+    where it was) is read again from the start; a last line still being written waits for
+    its newline. Safe to share between threads."""
+
+    _CHECK = 64  # bytes before the read position that must be unchanged for a file to have only grown
+
+    def __init__(self) -> None:
+        import threading
+
+        self._seen: dict = {}  # path -> (bytes read, the last bytes read, rows)
+        self._lock = threading.Lock()
+
+    def rows(self, path) -> list[dict]:
+        """Every whole line of `path` that parses as JSON, oldest first ([] without a file)."""
+        path = os.fspath(path)
+        with self._lock:
+            offset, tail, rows = self._seen.get(path, (0, b"", []))
+            try:
+                with open(path, "rb") as f:
+                    f.seek(offset - len(tail))
+                    if f.read(len(tail)) != tail:  # rewritten (a resume drops lines) or replaced
+                        offset, tail, rows = 0, b"", []
+                        f.seek(0)
+                    new = f.read()
+            except OSError:
+                self._seen.pop(path, None)
+                return []
+            whole = new[:new.rfind(b"\n") + 1]
+            if whole:
+                rows = rows + _parsed_lines(whole)
+                offset, tail = offset + len(whole), (tail + whole)[-self._CHECK:]
+            self._seen[path] = (offset, tail, rows)
+            return list(rows)
+
+
+def read_jsonl(path) -> list[dict]:
+    """The lines of a JSONL log that parse (a line cut by a kill is left out)."""
+    try:
+        with open(path, "rb") as f:
+            return _parsed_lines(f.read())
+    except OSError:
+        return []
+
+
+def _parsed_lines(data: bytes) -> list[dict]:
+    out = []
+    for line in data.decode("utf-8", errors="replace").splitlines():
+        try:
+            out.append(json.loads(line))
+        except ValueError:
+            continue  # a line cut by a kill
+    return out

@@ -35,7 +35,7 @@ from typing import Callable
 import numpy as np
 
 from core.errors import LabError
-from core.io import atomic_write_text, dumps, library_versions
+from core.io import atomic_write_text, dumps, library_versions, read_jsonl
 from core.training.data import PairDataset, collate, prepared_images, split_validation, training_pairs
 from core.training.models import (check_resolution, load_base, new_controlnet, validation_backend,
                                   validation_pipeline, write_base_hint)
@@ -70,21 +70,6 @@ def checkpoints(out: Path) -> list[Path]:
     """The complete checkpoints in `out`, oldest first."""
     found = [p for p in Path(out).glob("checkpoint-*") if CHECKPOINT.fullmatch(p.name) and (p / "state.json").is_file()]
     return sorted(found, key=lambda p: int(CHECKPOINT.fullmatch(p.name).group(1)))
-
-
-def read_jsonl(path: Path) -> list[dict]:
-    """The lines of a JSONL log that parse (a line cut by a kill is left out)."""
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except OSError:
-        return []
-    rows = []
-    for line in text.splitlines():
-        try:
-            rows.append(json.loads(line))
-        except ValueError:
-            continue
-    return rows
 
 
 class Trainer:

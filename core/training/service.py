@@ -19,8 +19,8 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from core.io import atomic_write_text, dumps, tail_text
-from core.training.loop import STOP_FILE, Outcome, Trainer, checkpoints, read_jsonl
+from core.io import JsonlFollower, atomic_write_text, dumps, tail_text
+from core.training.loop import STOP_FILE, Outcome, Trainer, checkpoints
 from core.training.options import TrainingError, TrainOptions
 
 REQUEST_FILE = "request.json"
@@ -58,6 +58,7 @@ class TrainingService:
         self.env = dict(env or {})  # the app's settings for the training process (Settings.child_env)
         self._jobs: dict[Path, subprocess.Popen] = {}
         self._lock = threading.Lock()
+        self._logs = JsonlFollower()  # a status poll reads only the steps logged since the last one
 
     # -- in this process ---------------------------------------------------------------------
     def train(self, options: TrainOptions, *, on_event=None, should_stop=None) -> Outcome:
@@ -144,8 +145,8 @@ class TrainingService:
                 state = "failed"
         elif state == "running":
             state = "stopped"  # its process is gone (killed, or another app's): resume from its checkpoint
-        return RunStatus(out=out, state=state, record=record, losses=read_jsonl(out / "log.jsonl"),
-                         validations=read_jsonl(out / "validation.jsonl"),
+        return RunStatus(out=out, state=state, record=record, losses=self._logs.rows(out / "log.jsonl"),
+                         validations=self._logs.rows(out / "validation.jsonl"),
                          checkpoints=[p.name for p in checkpoints(out)], console_tail=tail_text(out / CONSOLE_FILE))
 
     def runs(self) -> list[Path]:

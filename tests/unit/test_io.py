@@ -57,3 +57,28 @@ def test_dumps_is_strict_and_jsonable_or_text_is_not():
 def test_library_versions_name_the_libraries_that_shape_an_image():
     versions = library_versions()
     assert {"torch", "diffusers", "transformers", "python", "xbd-diffusion-lab"} <= set(versions)
+
+
+def test_a_followed_log_is_read_once_and_follows_a_rewrite(tmp_path, monkeypatch):
+    """What a training status poll relies on: each poll parses only the new lines, a line
+    still being written waits, and a log rewritten on resume is read again from the start."""
+    import json
+
+    from core import io
+    from core.io import JsonlFollower, atomic_write_text
+
+    log, follower = tmp_path / "log.jsonl", JsonlFollower()
+    assert follower.rows(log) == []
+    log.write_text("".join(json.dumps({"step": s}) + "\n" for s in (1, 2)) + '{"step": 3')
+    assert [r["step"] for r in follower.rows(log)] == [1, 2]  # the cut line waits
+    parsed = []
+    monkeypatch.setattr(io, "_parsed_lines", lambda data, real=io._parsed_lines: parsed.append(data) or real(data))
+    with open(log, "a") as f:
+        f.write("}\n" + json.dumps({"step": 4}) + "\n")
+    assert [r["step"] for r in follower.rows(log)] == [1, 2, 3, 4]
+    assert parsed == [b'{"step": 3}\n{"step": 4}\n']  # only what was added
+    atomic_write_text(log, json.dumps({"step": 1}) + "\n")  # resumed from step 1: the log rewritten
+    assert [r["step"] for r in follower.rows(log)] == [1]
+    # rewritten in place and grown past where the last poll stopped: read again too
+    log.write_text("".join(json.dumps({"step": s, "loss": 0.5}) + "\n" for s in (1, 2, 3)))
+    assert [r["step"] for r in follower.rows(log)] == [1, 2, 3]

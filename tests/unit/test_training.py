@@ -14,7 +14,8 @@ import pytest
 
 from core.config import Settings
 from core.errors import ModelNotAvailable
-from core.training.loop import Trainer, checkpoints, read_jsonl
+from core.io import read_jsonl
+from core.training.loop import Trainer, checkpoints
 from core.training.options import TrainingError, TrainOptions
 from tests import xbd_trees as T
 

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from core.training.loop import checkpoints, read_jsonl
+from core.io import read_jsonl
+from core.training.loop import checkpoints
 from tests import xbd_trees as T
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -213,11 +213,14 @@ def main(argv: list[str] | None = None) -> int:
     """Run one command; returns the process exit code (2 for a user error, 1 when
     `index --check` found bad files)."""
     args = build_parser().parse_args(argv)
+    from core.distributed import leave_process_group
+
     try:
         result = COMMANDS[args.command](args)
     except LabError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    leave_process_group()  # under accelerate launch / torchrun: every process is done with the others
     if result is None:  # another process of a multi-process run: the main one reports
         return 0
     if args.json:
@@ -310,15 +313,32 @@ def _score_runs(args, settings: MetricSettings) -> list[dict] | None:
     shard = _shard(args)
     runs = shard.take(sorted(lab.runs.list(), key=lambda r: r.run_id))
     problems: list = []
+    kept: list = []
     entries = lab.evaluation.scores_of(runs, index, settings, rescore=args.rescore, batch_size=args.batch_size,
-                                       problems=problems,
+                                       problems=problems, kept=kept,
                                        progress=lambda done, total: _progress(args, shard, done, total, "runs scored"))
     why = {run.run_id: message for run, message in problems}
     out = [{"run": run.run_id, "backbone": run.record.get("backbone"), "scene": run.record.get("scene_id"),
             **(entry if entry is not None else {"error": why.get(run.run_id, "not scored")})}
            for run, entry in zip(runs, entries)]
+    counts = {"runs": len(runs), "scored": len(runs) - len(kept) - len(problems), "kept": len(kept),
+              "failed": len(problems)}
+    summary = _summary(shard, counts)
+    if summary is not None:
+        shard.log(_score_summary(summary))
     gathered = shard.gather(out)
     return None if gathered is None else [entry for part in gathered for entry in part]
+
+
+def _score_summary(summary: dict) -> str:
+    """One line: runs scored now, kept (saved before), failed; per process when several."""
+    def line(c: dict) -> str:
+        return f"{c['scored']} scored, {c['kept']} kept their saved scores, {c['failed']} could not be scored"
+
+    processes = summary.get("processes")
+    if not processes:
+        return line(summary)
+    return line(summary) + " (" + "; ".join(f"{p['process']}: {line(p)}" for p in processes) + ")"
 
 
 def cmd_baseline(args) -> dict:

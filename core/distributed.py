@@ -77,6 +77,17 @@ class Shard:
         print(prefix + message, file=sys.stderr, flush=True)
 
 
+def leave_process_group() -> None:
+    """Wait for every process of the group, then close it (no-op without one). Without this,
+    a process that exits while gloo still has a thread talking to another aborts
+    ("terminate called without an active exception") and the launcher fails the run."""
+    torch = sys.modules.get("torch")
+    if torch is None or not torch.distributed.is_available() or not torch.distributed.is_initialized():
+        return
+    torch.distributed.barrier()
+    torch.distributed.destroy_process_group()
+
+
 def contiguous(items: list, index: int, count: int) -> list:
     """Slice `index` of `count` near-equal contiguous slices (the first ones one longer)."""
     size, extra = divmod(len(items), count)
@@ -113,4 +124,4 @@ def current_shard(num_shards: int | None = None, shard_index: int | None = None,
     return Shard(task=task, tasks=tasks, rank=rank, world=world)
 
 
-__all__ = ["Shard", "contiguous", "current_shard"]
+__all__ = ["Shard", "contiguous", "current_shard", "leave_process_group"]

@@ -39,6 +39,7 @@ from __future__ import annotations
 import errno
 import sqlite3
 import threading
+import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, fields
@@ -269,7 +270,7 @@ class CaptionStore:
         self._closed = False
         try:
             conn = self._conn()
-            mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()["journal_mode"]
+            mode = self._switch_to_wal(conn)
             if not self._schema_current(conn):  # a current store opens without writing (read-only too)
                 with self._write() as c:
                     for stmt in filter(str.strip, _SCHEMA.split(";")):
@@ -294,6 +295,23 @@ class CaptionStore:
             self.close()
             raise CaptionStoreError(f"Cannot switch {self.path} to WAL mode (got {mode!r}); "
                                     "put the caption store on a local disk.")
+
+    @staticmethod
+    def _switch_to_wal(conn: sqlite3.Connection) -> str:
+        """Put the file in WAL mode; returns the mode SQLite reports. SQLite answers "locked"
+        at once, without waiting, while another process switches a new file at the same
+        moment (several processes of one batch opening a fresh store), so this waits and
+        tries again, for as long as the busy timeout."""
+        deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+        pause = 0.01
+        while True:
+            try:
+                return conn.execute("PRAGMA journal_mode=WAL").fetchone()["journal_mode"]
+            except sqlite3.OperationalError as err:
+                if "locked" not in str(err).lower() or time.monotonic() > deadline:
+                    raise
+            time.sleep(pause)
+            pause = min(pause * 2, 0.25)
 
     # -- connections -----------------------------------------------------------------------
     def _conn(self) -> sqlite3.Connection:

@@ -211,12 +211,13 @@ class EvaluationService:
 
     def scores_of(self, runs: Iterable, index, metric_settings: MetricSettings, *, rescore: bool = False,
                   batch_size: int = SCORE_BATCH, progress: Callable[[int, int], None] | None = None,
-                  problems: list | None = None) -> list[dict | None]:
+                  problems: list | None = None, kept: list | None = None) -> list[dict | None]:
         """Each run's score entry under `metric_settings` (a `scores_to_dict` dict), in the
         order of `runs`: the one saved in the run, else scored now and saved (in batches, see
         `score_runs`), so a stopped scoring picks up where it was. With `rescore`, every run
         is scored again. `progress(done, total)` counts the saved ones first. A run that
-        cannot be scored gets None, and (run, message) is appended to `problems`."""
+        cannot be scored gets None, and (run, message) is appended to `problems`; the runs
+        whose saved scores were used are appended to `kept` when given."""
         from core.metrics.scoring import scores_to_dict
 
         runs = list(runs)
@@ -232,6 +233,8 @@ class EvaluationService:
                 continue
             if entries[i] is None:
                 todo.append(i)
+            elif kept is not None:
+                kept.append(run)
         saved = len(runs) - len(todo)
         if progress and saved:
             progress(saved, len(runs))

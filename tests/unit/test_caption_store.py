@@ -402,3 +402,30 @@ def test_a_long_burst_of_typing_still_leaves_a_version_a_minute(store, monkeypat
     history = store.history(POST)
     assert len(history) == 4  # versions begun at 0, 60, 120 and 180 s
     assert [len(h.text) for h in history] == [30, 60, 90, 100] and history[-1].time.endswith("10:03:18+00:00")
+
+
+def _open_at(path: str, start: float) -> str | None:
+    """Open (so create) the store at `path` at the moment `start`; the error, if any."""
+    import time
+
+    while time.time() < start:
+        pass
+    try:
+        CaptionStore(path).close()
+    except Exception as err:  # noqa: BLE001 - the test reports it
+        return f"{type(err).__name__}: {err}"
+    return None
+
+
+def test_processes_opening_a_new_store_at_the_same_moment_all_get_it(tmp_path):
+    """The processes of a batch open a fresh store together; SQLite refuses a concurrent
+    switch to WAL at once ("database is locked"), which the store must wait out."""
+    import multiprocessing
+    import time
+
+    errors = []
+    with multiprocessing.get_context("fork").Pool(4) as pool:
+        for n in range(10):
+            start = time.time() + 0.3
+            errors += pool.starmap(_open_at, [(str(tmp_path / f"s{n}" / "captions.sqlite"), start)] * 4)
+    assert [e for e in errors if e] == []

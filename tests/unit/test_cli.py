@@ -118,8 +118,9 @@ def test_score_runs_keeps_saved_scores_unless_told_to_rescore(cli, tmp_path, off
     code, first, _ = cli(*score)
     saved = {p: p.read_text() for p in runs.glob("*/scores.json")}
     assert code == 0 and len(saved) == len(first)
-    code, again, _ = cli(*score)
+    code, again, err = cli(*score)
     assert code == 0 and [e["psnr"] for e in again] == [e["psnr"] for e in first]
+    assert f"0 scored, {len(first)} kept their saved scores, 0 could not be scored" in err
     assert {p: p.read_text() for p in saved} == saved  # nothing scored twice
     code, redone, _ = cli(*score, "--rescore", "--batch-size", "2")
     assert code == 0 and [e["psnr"] for e in redone] == [e["psnr"] for e in first]

@@ -195,8 +195,12 @@ def test_two_processes_caption_every_tile_once_and_score_every_run_once(setup, r
     assert all(store.get(n).machine_caption for n in names)  # both processes wrote to one store
 
     runs = setup["root"] / "one-process"
-    scored = run_json(core_command(work, "score", "--runs", str(runs), "--data", str(setup["data"]), "--json",
-                                   processes=2))
+    command = core_command(work, "score", "--runs", str(runs), "--data", str(setup["data"]), "--json", processes=2)
+    done = subprocess.run(command, cwd=ROOT, env=env(ACCELERATE_USE_CPU="1"), capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    scored = json.loads(done.stdout)
+    assert "process 1/2: 3 scored" in done.stderr and "process 2/2: 3 scored" in done.stderr  # who did what
     assert sorted(e["run"] for e in scored) == sorted(p.name for p in runs.iterdir() if (p / "run.json").is_file())
     assert all("psnr" in e for e in scored)
 
@@ -284,7 +288,11 @@ def test_scoring_killed_on_two_processes_is_finished_on_one(setup, tmp_path):
     before = {p.parent.name: p.read_text() for p in runs.glob("*/scores.json")}
     assert 2 <= len(before) < 18, "the kill came too late to test a resume"
 
-    scored = run_json(core_command(work, *score, "--json"))
+    done = subprocess.run(core_command(work, *score, "--json"), cwd=ROOT, env=env(), capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    scored = json.loads(done.stdout)
+    assert f"{18 - len(before)} scored, {len(before)} kept their saved scores" in done.stderr
     assert sorted(e["run"] for e in scored) == sorted(p.name for p in runs.iterdir())
     assert all("psnr" in e for e in scored)
     assert all((runs / name / "scores.json").read_text() == text for name, text in before.items())

@@ -136,7 +136,8 @@ def build_captions(lab, demo: gr.Blocks, folder: gr.State) -> None:
     stop_btn.click(stop_captioning, cancel_state, None, queue=False, api_name="stop_captioning", **INTERNAL)
     bg_btn.click(partial(start_background, lab), [folder, captioner, summarise_for, disaster_f, damage_f, phase_f],
                  [bg_job, bg_note, bg_timer], api_name="caption_in_background")
-    bg_timer.tick(partial(background_view, lab), bg_job, [bg_note, bg_timer], **INTERNAL)
+    bg_timer.tick(partial(background_view, lab), bg_job, [bg_note, bg_timer], **INTERNAL).then(
+        partial(refresh_untouched, lab), [folder, image, editor, version], shown, **INTERNAL)
     bg_stop.click(partial(stop_background, lab), bg_job, [bg_note, bg_timer], api_name="stop_background_captions")
     gr.on([demo.load, folder.change], partial(fill_filters, lab), folder, disaster_f, **INTERNAL)
     gr.on([demo.load, folder.change, status_f.input, disaster_f.input, damage_f.input, phase_f.input],
@@ -198,6 +199,16 @@ def show(lab, path, name) -> list:
         return [picture, "", "", "", "No caption yet: type one, or caption these tiles by machine.", [], 0]
     return [picture, record.text or "", record.machine_caption or "", record.summary or "",
             saved_line(record), history_rows(lab, name), record.version]
+
+
+def refresh_untouched(lab, path, name, text, loaded_version) -> list:
+    """What `show` gives for tile `name` when the store holds a newer version than the page
+    loaded (a background batch captioned it) and the editor holds nothing of the user's
+    that could be lost (empty, or the stored text); else every output unchanged."""
+    record = lab.captions.store.get(name) if name else None
+    if record is None or record.version == loaded_version or (text.strip() and text != record.text):
+        return [gr.skip()] * 7
+    return show(lab, path, name)
 
 
 @user_errors

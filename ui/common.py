@@ -183,7 +183,10 @@ def job_text(status, unit: str) -> str:
             "stopped": "The background batch was stopped (run it again to resume)",
             "failed": "The background batch failed"}[status.state]
     lines = [f"**{head}**: {status.done} of {status.total or '?'} {unit} done."]
-    lines += [f"- {p['process']}: {p['done']}/{p['total']} ({p['what']})" for p in status.processes]
+    if len(status.processes) == 1:  # one process: what it is at, without a per-process list
+        lines.append(f"- last: {status.processes[0]['what']}")
+    else:
+        lines += [f"- {p['process']}: {p['done']}/{p['total']} ({p['what']})" for p in status.processes]
     if status.state == "finished" and status.summary and status.summary.get("summary"):
         lines.append(f"\n{status.summary['summary']}")
     if status.state == "failed":

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 
+import gradio as gr
 import pytest
 
 import ui.captions as tab
@@ -42,6 +43,13 @@ def test_a_background_batch_captions_the_filtered_disaster_while_the_page_goes_o
     for scene in wanted:
         for phase in ("pre", "post"):
             assert lab.captions.store.get(scene.image(phase).name).machine_caption  # written by the job
+
+    # the tile on show gets its new caption, unless the user has typed something of their own
+    name = wanted[0].image("pre").name
+    shown = tab.refresh_untouched(lab, str(DEMO_SCENES), name, "", 0)
+    assert shown[1] == shown[2] == lab.captions.store.get(name).machine_caption and shown[6] >= 1
+    untouched = tab.refresh_untouched(lab, str(DEMO_SCENES), name, "My own words, not saved yet", 0)
+    assert all(isinstance(v, type(gr.skip())) for v in untouched)
 
     again, _, _ = tab.start_background(lab, str(DEMO_SCENES), "template", "", disaster, ALL, "both")
     assert wait_for(lab, again, "finished").summary["skipped"] == 2 * len(wanted)  # it resumes: nothing twice

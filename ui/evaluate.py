@@ -214,15 +214,29 @@ def settings_changed(lab, path, scored, luma_v, size_v, progress=gr.Progress()):
 
 
 def _score(lab, path, chosen, settings: MetricSettings, progress) -> tuple:
+    """Score the runs `chosen` (their saved scores under `settings` when they have them, in
+    batches otherwise); a run that cannot be scored is named in a toast, the others shown."""
+    from core.metrics.scoring import scores_from_dict
+
     index = lab.datasets.open(path)
+    runs = [lab.runs.open(run_id) for run_id in chosen]
+    problems: list = []
+    entries = lab.evaluation.scores_of(runs, index, settings, problems=problems,
+                                       progress=lambda done, total: progress((done, total), desc="Scoring"))
+    for run, message in problems:
+        notify(f"Not scored: {run_label(run)}: {message}", title="Run not scored")
+    if not any(entries):
+        raise LabError("None of the ticked runs could be scored: see the messages.")
     rows, messages = [], set()
-    for run_id in progress.tqdm(chosen, desc="Scoring"):
-        run = lab.runs.open(run_id)
-        scores = lab.evaluation.score_run(run, index, settings)
+    for run, entry in zip(runs, entries):
+        if entry is None:
+            continue
+        scores = scores_from_dict(entry)
         rows.extend(_score_rows(run, scores))
         messages.update(scores.notes)
         if scores.lpips_error:
             messages.add("LPIPS not computed: " + scores.lpips_error)
+    chosen = [run.run_id for run, entry in zip(runs, entries) if entry is not None]
     csv_path = _write_csv(lab, "scores", SCORE_HEADERS, rows)
     looks = [(run_label(lab.runs.open(r)), r) for r in chosen]
     return (rows, "\n".join(f"- {m}" for m in sorted(messages)), gr.DownloadButton(value=csv_path, visible=True),

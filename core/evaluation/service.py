@@ -4,6 +4,7 @@ The app and the CLI both call this service."""
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -88,6 +89,16 @@ class EvaluationService:
             if self._lpips is None:
                 self._lpips = LpipsScorer(device=self._lpips_device(), random_backbone=self.lpips_random_backbone)
             return self._lpips
+
+    def _lpips_ready(self) -> bool:
+        """Whether LPIPS can be computed now (its network builds: the weights are on disk)."""
+        from core.errors import LpipsUnavailable
+
+        try:
+            self.lpips().check()
+        except LpipsUnavailable:
+            return False
+        return True
 
     def _lpips_device(self) -> str:
         """Where LPIPS runs: with the other metrics (a GPU when torch sees one, else the CPU)."""
@@ -214,10 +225,11 @@ class EvaluationService:
                   problems: list | None = None, kept: list | None = None) -> list[dict | None]:
         """Each run's score entry under `metric_settings` (a `scores_to_dict` dict), in the
         order of `runs`: the one saved in the run, else scored now and saved (in batches, see
-        `score_runs`), so a stopped scoring picks up where it was. With `rescore`, every run
-        is scored again. `progress(done, total)` counts the saved ones first. A run that
-        cannot be scored gets None, and (run, message) is appended to `problems`; the runs
-        whose saved scores were used are appended to `kept` when given."""
+        `score_runs`), so a stopped scoring picks up where it was. A run is scored again with
+        `rescore`, and when its saved scores lack LPIPS because it was unavailable then and
+        it works now. `progress(done, total)` counts the saved ones first. A run that cannot
+        be scored gets None, and (run, message) is appended to `problems`; the runs whose
+        saved scores were used are appended to `kept` when given."""
         from core.metrics.scoring import scores_to_dict
 
         runs = list(runs)
@@ -225,12 +237,15 @@ class EvaluationService:
         wanted = self.scorer(metric_settings).settings_dict()
         entries: list[dict | None] = [None] * len(runs)
         todo: list[int] = []
+        lpips_ready = functools.cache(self._lpips_ready)  # asked once per call, and only if needed
         for i, run in enumerate(runs):
             try:
                 entries[i] = None if rescore else run.latest_scores(wanted)
             except LabError as err:  # e.g. a scores.json that is not JSON
                 problems.append((run, str(err)))
                 continue
+            if entries[i] is not None and entries[i].get("lpips_error") and lpips_ready():
+                entries[i] = None  # saved while LPIPS was unavailable; it works now
             if entries[i] is None:
                 todo.append(i)
             elif kept is not None:

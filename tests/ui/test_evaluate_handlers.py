@@ -12,7 +12,7 @@ from PIL import Image
 from core.config import DEMO_SCENES, Settings
 from core.types import MASK_REGIONS
 from ui.common import bind, fmt
-from ui.evaluate import (ALL, add_baseline, add_uploads, backbones_of, leaderboard, look, refresh_runs, runs_of,
+from ui.evaluate import (ALL, SIZES, add_baseline, add_uploads, backbones_of, leaderboard, look, refresh_runs, runs_of,
                          scenes_of, score, settings_changed, ticked_view)
 
 pytest.importorskip("torch")
@@ -92,6 +92,17 @@ def test_a_scored_run_shows_its_numbers_per_damage_class(lab, scene, baseline):
         table = list(csv.reader(fh))
     assert table[0][:3] == ["run", "backbone", "region"] and table[1][2] == "whole image"
     assert inspect.value == baseline and [c[1] for c in inspect.choices] == [baseline]
+
+
+def test_a_run_that_cannot_be_scored_is_named_and_the_others_are_shown(own_lab, scene):
+    (good,) = add_baseline(own_lab, DATA, scene.scene_id, []).value
+    tiny = own_lab.runs.create(np.zeros((4, 4, 3), np.uint8), kind="upload", backbone="upload",
+                               scene_id=scene.scene_id, params={})  # too small for SSIM
+    with pytest.warns(UserWarning, match="Not scored: .*SSIM needs at least"):
+        rows, *_, scored = score(own_lab, DATA, scene.scene_id, [tiny.run_id, good], False, SIZES[0])
+    assert scored == [good] and {r[1] for r in rows} == {"baseline"}
+    with pytest.warns(UserWarning, match="None of the ticked runs could be scored"):
+        assert score(own_lab, DATA, scene.scene_id, [tiny.run_id], False, SIZES[0]) == SKIP
 
 
 def test_looking_at_a_run_shows_prediction_truth_error_and_ssim(lab, baseline):

@@ -96,3 +96,39 @@ def test_a_broken_run_is_listed_with_its_problem_and_the_board_keeps_the_others(
     reasons = {run.run_id: message for run, message in problems}
     assert set(reasons) == {missing.run_id, tiny.run_id}
     assert "cannot be read" in reasons[missing.run_id] and "SSIM needs at least 11 px" in reasons[tiny.run_id]
+
+
+def test_runs_scored_while_lpips_was_unavailable_get_it_once_it_works(tmp_path, monkeypatch):
+    """Scores saved without LPIPS (no AlexNet weights then) are kept while it stays
+    unavailable, and scored again, LPIPS included, once it builds (random AlexNet: plumbing)."""
+    from core.config import DEMO_SCENES
+    from core.data.index import index_dataset
+    from core.errors import LpipsUnavailable
+    from core.evaluation.service import EvaluationService
+    from core.metrics import lpips_model
+    from core.runs.store import RunStore
+    from core.types import MetricSettings
+
+    index = index_dataset(DEMO_SCENES, cache_dir=tmp_path / "cache")
+    runs = RunStore(tmp_path / "runs")
+    settings = MetricSettings(size=64)
+    build = lpips_model._build_lpips
+
+    def missing_weights(*_):
+        raise LpipsUnavailable("LPIPS is unavailable: the file is not there")
+
+    monkeypatch.setattr(lpips_model, "_build_lpips", missing_weights)
+    offline = EvaluationService(runs=runs, lpips_random_backbone=True)
+    offline.write_baselines(index, index.scenes[:2])
+    first = offline.scores_of(runs.list(), index, settings)
+    assert all(e["lpips"] is None and "unavailable" in e["lpips_error"] for e in first)
+    kept: list = []
+    offline.scores_of(runs.list(), index, settings, kept=kept)
+    assert len(kept) == 2  # still unavailable: the saved scores stand, nothing scored again
+
+    monkeypatch.setattr(lpips_model, "_build_lpips", build)  # the weights are there now (a new app)
+    online = EvaluationService(runs=runs, lpips_random_backbone=True)
+    kept = []
+    again = online.scores_of(runs.list(), index, settings, kept=kept)
+    assert not kept and all(e["lpips"] is not None and not e["lpips_error"] for e in again)
+    assert [e["mse"] for e in again] == [e["mse"] for e in first]

@@ -182,7 +182,10 @@ def job_text(status, unit: str) -> str:
     head = {"running": "Running in the background", "finished": "The background batch finished",
             "stopped": "The background batch was stopped (run it again to resume)",
             "failed": "The background batch failed"}[status.state]
-    lines = [f"**{head}**: {status.done} of {status.total or '?'} {unit} done."]
+    if status.total:
+        lines = [f"**{head}**: {status.done} of {status.total} {unit} done."]
+    else:  # no process has reported a count yet (starting, or nothing was left to do)
+        lines = [f"**{head}**" + (": starting…" if status.state == "running" else ".")]
     if len(status.processes) == 1:  # one process: what it is at, without a per-process list
         lines.append(f"- last: {status.processes[0]['what']}")
     else:

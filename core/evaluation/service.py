@@ -244,7 +244,7 @@ class EvaluationService:
             except LabError as err:  # e.g. a scores.json that is not JSON
                 problems.append((run, str(err)))
                 continue
-            if entries[i] is not None and entries[i].get("lpips_error") and lpips_ready():
+            if entries[i] is not None and _without_lpips(entries[i]) and lpips_ready():
                 entries[i] = None  # saved while LPIPS was unavailable; it works now
             if entries[i] is None:
                 todo.append(i)
@@ -273,6 +273,13 @@ class EvaluationService:
         entries = [(run.record["backbone"], run.record["scene_id"], entry)
                    for run, entry in zip(runs, stored) if entry is not None]
         return leaderboard_rows(entries)
+
+
+def _without_lpips(entry: dict) -> bool:
+    """Whether a saved score lacks LPIPS because LPIPS could not be built then."""
+    from core.metrics.lpips_model import UNAVAILABLE
+
+    return str(entry.get("lpips_error") or "").startswith(UNAVAILABLE)
 
 
 def _damage_masks(pred: np.ndarray, metric_settings: MetricSettings, label_path: Path | None,

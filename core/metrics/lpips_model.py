@@ -43,6 +43,10 @@ def lpips_weights_path() -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints" / ALEXNET_FILE
 
 
+UNAVAILABLE = "LPIPS is unavailable"
+"""How every LpipsUnavailable message begins (a score saved without LPIPS says so)."""
+
+
 def _unavailable_message(path: Path, cause: BaseException | None = None) -> str:
     why = (
         f"building it failed ({type(cause).__name__}: {cause})"
@@ -50,7 +54,7 @@ def _unavailable_message(path: Path, cause: BaseException | None = None) -> str:
         else "the file is not there"
     )
     return (
-        f"LPIPS is unavailable: it needs torchvision's AlexNet weights {ALEXNET_FILE} in "
+        f"{UNAVAILABLE}: it needs torchvision's AlexNet weights {ALEXNET_FILE} in "
         f"{path.parent} and {why}. Download {ALEXNET_URL} on a machine with internet access "
         f"and copy it into {path.parent} (or point TORCH_HOME at a folder whose "
         f"hub/checkpoints holds it). MSE, PSNR and SSIM were still computed."
@@ -230,7 +234,7 @@ def _build_lpips(device: str, random_backbone: bool):
         import lpips
     except ImportError as exc:  # pragma: no cover - lpips is a pinned dependency
         raise LpipsUnavailable(
-            "LPIPS is unavailable: the lpips package is not installed "
+            f"{UNAVAILABLE}: the lpips package is not installed "
             "(pip install lpips==0.1.4). MSE, PSNR and SSIM were still computed."
         ) from exc
     try:

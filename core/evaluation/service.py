@@ -250,7 +250,7 @@ class EvaluationService:
                 todo.append(i)
             elif kept is not None:
                 kept.append(run)
-        saved = len(runs) - len(todo)
+        saved = len(runs) - len(todo)  # saved scores, and unreadable score files: nothing to do for either
         if progress and saved:
             progress(saved, len(runs))
         report = (lambda done, _: progress(saved + done, len(runs))) if progress else None

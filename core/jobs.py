@@ -81,8 +81,11 @@ class BatchJobs:
     def command(self, kind: str, args: list[str], processes: int, folder: Path) -> list[str]:
         if kind not in KINDS:
             raise LabError(f"Unknown background batch {kind!r}; one of {', '.join(KINDS)}.")
+        # port 0: the launcher takes a free port (two background batches run at once without
+        # accelerate's 'port 29500 is already in use' fallback)
         head = ([str(Path(sys.executable).with_name("accelerate")), "launch", "--multi_gpu", "--num_processes",
-                 str(processes), "-m", "core"] if processes > 1 else [sys.executable, "-m", "core"])
+                 str(processes), "--main_process_port", "0", "-m", "core"] if processes > 1
+                else [sys.executable, "-m", "core"])
         return head + ["--work", str(self.work_dir), kind, *args, "--json",
                        "--progress-dir", str(folder / "progress")]
 

@@ -8,6 +8,7 @@ import math
 import os
 import platform
 import tempfile
+import threading
 from contextlib import contextmanager
 from functools import lru_cache
 from importlib import metadata
@@ -143,8 +144,6 @@ class JsonlFollower:
     _CHECK = 64  # bytes before the read position that must be unchanged for a file to have only grown
 
     def __init__(self) -> None:
-        import threading
-
         self._seen: dict = {}  # path -> (bytes read, the last bytes read, rows)
         self._lock = threading.Lock()
 

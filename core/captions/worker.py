@@ -153,12 +153,12 @@ def serve(captioner, channel: Channel) -> int:
             context = CaptionContext(**message.get("context", {}))
             text = captioner.caption(load_rgb(message["image"]), context)
         except Exception as exc:  # reported, and the worker goes on with the next request
-            from core.models.manager import is_out_of_memory
+            from core.models.manager import free_cuda_cache, is_out_of_memory
 
             channel.send(event="error", id=rid, message=str(exc) or type(exc).__name__, kind=type(exc).__name__,
                          out_of_memory=bool(is_out_of_memory(exc)))
             if is_out_of_memory(exc):
-                _free_cuda()
+                free_cuda_cache()
             continue
         finally:
             captioner.on_token = None
@@ -167,12 +167,6 @@ def serve(captioner, channel: Channel) -> int:
             continue
         channel.send(event="caption", id=rid, text=text, prompt=captioner.prompt(context),
                      seconds=round(time.monotonic() - start, 3))
-
-
-def _free_cuda() -> None:
-    torch = sys.modules.get("torch")
-    if torch is not None and torch.cuda.is_available():
-        torch.cuda.empty_cache()
 
 
 def main(argv=None) -> int:

@@ -37,9 +37,9 @@ class EvaluationService:
     """Scores runs and ranks backbones.
 
     runs: the RunStore; lpips_random_backbone: build LPIPS on a random AlexNet (plumbing
-    tests only: its numbers mean nothing); metrics_device: where MSE, PSNR, SSIM and LPIPS are
-    computed ("cuda": batched torch, "cpu": numpy; None: "cuda" when torch
-    sees a GPU at first use). The scores are the same either way, to 1e-6."""
+    tests only: its numbers mean nothing); metrics_device: where MSE, PSNR, SSIM and LPIPS
+    are computed ("cuda": batched torch, "cpu": numpy; None: "cuda" when torch sees a GPU at
+    first use). The scores are the same either way, to 1e-6."""
 
     def __init__(self, *, runs, lpips_random_backbone: bool = False,
                  metrics_device: str | None = None) -> None:

@@ -171,14 +171,14 @@ class LpipsScorer:
     def _fitting(self, pairs: list, model, want_map: bool) -> list[tuple]:
         """(value, map or None) of each pair, one batch; a batch that runs out of GPU memory
         is split in halves (so a busy GPU still scores, in smaller batches)."""
-        from core.models.manager import is_out_of_memory
+        from core.models.manager import free_cuda_cache, is_out_of_memory
 
         try:
             values, maps = _forward(model, [p for p, _ in pairs], [t for _, t in pairs], self.device, want_map)
         except Exception as exc:
             if not is_out_of_memory(exc):
                 raise
-            _free_cached_memory()
+            free_cuda_cache()
             if len(pairs) == 1:
                 h, w = pairs[0][0].shape[:2]
                 raise MetricError(
@@ -188,14 +188,6 @@ class LpipsScorer:
             half = len(pairs) // 2
             return self._fitting(pairs[:half], model, want_map) + self._fitting(pairs[half:], model, want_map)
         return [(values[j], None if maps is None else maps[j]) for j in range(len(pairs))]
-
-
-def _free_cached_memory() -> None:
-    """Give the CUDA caching allocator's unused blocks back after an out-of-memory error."""
-    import torch
-
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
 
 
 def _as_list(images, name: str) -> list:

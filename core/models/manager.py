@@ -59,6 +59,14 @@ def is_out_of_memory(exc: BaseException) -> bool:
     return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
 
 
+def free_cuda_cache() -> None:
+    """Return the CUDA caching allocator's unused blocks to the driver (after an
+    out-of-memory error, or a model dropped). Never imports torch or initialises CUDA."""
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.empty_cache()
+
+
 def model_nbytes(model: Any) -> int:
     """Bytes taken by the parameters and buffers of every torch module in `model`.
 
@@ -451,9 +459,7 @@ class ModelManager:
         torch or initialises CUDA."""
         if collect:
             gc.collect()
-        torch = sys.modules.get("torch")
-        if torch is not None and torch.cuda.is_available() and torch.cuda.is_initialized():
-            torch.cuda.empty_cache()
+        free_cuda_cache()
 
     # --------------------------------------------------------------------- messages
     def _oom_message(self, key: str, when: str, previous: _Entry | None = None,
